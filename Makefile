@@ -1,0 +1,33 @@
+# `make demo` and `make test` each create (or reuse) .venv, install the package with its extras, then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+# pip's config here lists local mirrors that may be absent; their warnings are noise.
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: install demo test test-fast lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | $(PIP_FILTER)
+	$(PY) -c "import lit_diffsr, torch, lightning, hydra" && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m lit_diffsr fit experiment=quickstart paths.output_dir=$(DEMO_DIR)
+	$(PY) -m lit_diffsr predict experiment=quickstart paths.output_dir=$(DEMO_DIR) ckpt_path=last
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not e2e"
+
+lint: $(STAMP)
+	$(PY) -m ruff check lit_diffsr tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+from lit_diffsr.cli import main
+
+main()

@@ -1,0 +1,3 @@
+from lit_diffsr.callbacks.samples import SampleGrid, SampleWriter
+
+__all__ = ["SampleGrid", "SampleWriter"]

@@ -1,0 +1,123 @@
+"""`python -m lit_diffsr <command> [experiment=NAME] [hydra overrides]`.
+
+Trainer commands (fit, validate, test, predict) compose the Hydra config in `lit_diffsr/conf` (experiments
+come from the top-level `experiments/` folder, linked as the `experiment` group) and run one Lightning job;
+`-m` sweeps, `--cfg job` prints the composed config, `--help` after a command shows Hydra's help.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+TRAINER_COMMANDS = {
+    "fit": "train (or resume with ckpt_path=PATH|last)",
+    "validate": "run the validation loop on a checkpoint (ckpt_path=...)",
+    "test": "evaluate a trained model on the test split (ckpt_path=...)",
+    "predict": "generate images with a checkpoint; writes PNGs and a grid under samples/",
+}
+# Other commands: name -> (help, "module:function" taking the remaining arguments).
+OTHER_COMMANDS = {
+    "sample": (
+        "sample through a cascade of trained models: sample pipeline=NAME [overrides]",
+        "lit_diffsr.pipelines.cli:main",
+    ),
+    "evaluate": (
+        "score folders of images: evaluate pred_dir=... ref_dir=... [lr_dir=... scale=4]",
+        "lit_diffsr.evaluate:main",
+    ),
+    "weights": (
+        "metric weights for air-gapped nodes: weights fetch [cache_dir=...]",
+        "lit_diffsr.metrics.weights:main",
+    ),
+    "slurm": (
+        "render / submit Slurm jobs and sweeps: slurm <submit|sweep> [--dry-run] ...",
+        "lit_diffsr.slurm:main",
+    ),
+}
+CONF_DIR = Path(__file__).parent / "conf"
+
+
+def available_experiments() -> list[str]:
+    folder = CONF_DIR / "experiment"
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def usage() -> str:
+    lines = ["usage: python -m lit_diffsr <command> [experiment=NAME] [key=value ...] [-m] [--cfg job]", ""]
+    lines.append("commands:")
+    for name, text in TRAINER_COMMANDS.items():
+        lines.append(f"  {name:<10} {text}")
+    for name, (text, _) in OTHER_COMMANDS.items():
+        lines.append(f"  {name:<10} {text}")
+    lines += ["", "experiments (experiment=NAME):"]
+    lines += [f"  {name}" for name in available_experiments()]
+    lines += [
+        "",
+        "Your own experiments: put NAME.yaml (starting with `# @package _global_`) in DIR/experiment/",
+        "and add `--config-dir DIR` (or hydra.searchpath=[file://DIR]).",
+        "Examples:",
+        "  python -m lit_diffsr fit experiment=quickstart",
+        "  python -m lit_diffsr fit experiment=quickstart paths.output_dir=runs/qs ckpt_path=last",
+        "  python -m lit_diffsr predict experiment=quickstart paths.output_dir=runs/qs ckpt_path=last",
+    ]
+    return "\n".join(lines)
+
+
+# Hydra's flags that take a value (`--info` takes an optional one).
+HYDRA_VALUE_FLAGS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
+INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def hydra_arguments(args: list[str], extra_override: str) -> list[str]:
+    """Flags first, then overrides: Hydra's argparse cannot take overrides on both sides of a flag."""
+    flags, overrides = [], []
+    tokens = iter(args)
+    for token in tokens:
+        if not token.startswith("-"):
+            overrides.append(token)
+            continue
+        flags.append(token)
+        takes_value = token in HYDRA_VALUE_FLAGS and "=" not in token
+        if takes_value or token == "--info":
+            value = next(tokens, None)
+            if value is None:
+                continue
+            if takes_value or value in INFO_CHOICES:
+                flags.append(value)
+            else:
+                overrides.append(value)
+    return [*flags, *overrides, extra_override]
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command in TRAINER_COMMANDS:
+        from lit_diffsr.train import hydra_entry
+
+        # Hydra parses sys.argv: hand it the overrides plus the command as a config value.
+        sys.argv = [f"lit_diffsr {command}", *hydra_arguments(rest, f"command={command}")]
+        hydra_entry()
+    elif command in OTHER_COMMANDS:
+        module_name, function_name = OTHER_COMMANDS[command][1].split(":")
+        getattr(importlib.import_module(module_name), function_name)(rest)
+    else:
+        print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)

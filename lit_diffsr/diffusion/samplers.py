@@ -1,0 +1,126 @@
+"""Reverse-process samplers: small functions over a ``model_fn(x_t, model_t) -> raw output`` callable.
+
+Steps index the process passed in (a respaced one for fewer steps: ``diffusion.respaced("ddim50")``);
+the network gets ``diffusion.timestep_map[t]``. The state "at step s" is x_s ~ q(x_s | x_0), noised with
+abar_s (s = 0 is one step of noise); the chain ends with the clean x_0 prediction after step 0.
+
+Truncation (Ho et al. 2022, CDM §4.2): ``stop_step=s`` returns x_s instead of the clean sample, and
+``start_step=s`` resumes the chain from a given x_s. Running to ``stop_step=s`` then from
+``start_step=s`` with the same generator gives exactly the full chain.
+"""
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from lit_diffsr.diffusion.gaussian_diffusion import GaussianDiffusion, ModelFn
+
+StepFn = Callable[[dict[str, torch.Tensor], torch.Tensor, int], torch.Tensor]
+
+
+def _randn(shape: Sequence[int], like_device: torch.device | str, dtype: torch.dtype,
+           generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise from ``generator`` (drawn on its device), placed on ``like_device``."""
+    draw_device = generator.device if generator is not None else like_device
+    return torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype).to(like_device)
+
+
+def _reverse_chain(diffusion: GaussianDiffusion, model_fn: ModelFn,
+                   shape_or_noise: Sequence[int] | torch.Tensor, step_fn: StepFn,
+                   generator: torch.Generator | None, clip_denoised: bool, progress: bool,
+                   return_trajectory: bool, start_step: int | None, stop_step: int | None,
+                   device: torch.device | str) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run x <- step_fn(p_mean_variance(x, t), x, t) for t = start_step, ..., stop_step + 1."""
+    last = diffusion.num_timesteps - 1
+    start = last if start_step is None else start_step
+    stop = -1 if stop_step is None else stop_step
+    if not 0 <= start <= last:
+        raise ValueError(f"start_step={start_step} must lie in [0, {last}] (steps of this process)")
+    if not -1 <= stop < start:
+        raise ValueError(f"stop_step={stop_step} must lie in [0, start_step={start}) (None runs to x_0)")
+    if isinstance(shape_or_noise, torch.Tensor):
+        x = shape_or_noise
+    elif start != last:
+        raise ValueError(f"start_step={start_step} resumes from a given x_s: pass that tensor as "
+                         "shape_or_noise, not a shape")
+    else:
+        x = _randn(shape_or_noise, device, torch.float32, generator)
+
+    steps = range(start, stop, -1)
+    if progress:
+        from tqdm.auto import tqdm  # tqdm ships with Lightning; imported only when asked for.
+
+        steps = tqdm(steps, desc="sampling")
+    trajectory = [x]
+    for step in steps:
+        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
+        out = diffusion.p_mean_variance(model_fn(x, diffusion.model_timesteps(t)), x, t, clip_denoised)
+        x = step_fn(out, x, step)
+        if return_trajectory:
+            trajectory.append(x)
+    return (x, trajectory) if return_trajectory else x
+
+
+@torch.no_grad()
+def sample_ancestral(diffusion: GaussianDiffusion, model_fn: ModelFn,
+                     shape_or_noise: Sequence[int] | torch.Tensor, generator: torch.Generator | None = None,
+                     clip_denoised: bool = True, progress: bool = False, return_trajectory: bool = False,
+                     start_step: int | None = None, stop_step: int | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor | tuple[torch.Tensor, list]:
+    """DDPM ancestral sampling x_{t-1} = mu_theta(x_t, t) + sigma_t z (Ho et al. 2020, Alg. 2).
+
+    sigma_t^2 is the process's variance (fixed small/large or learned); no noise is added at t = 0.
+
+    Args:
+        diffusion: the (possibly respaced) process.
+        model_fn: model_fn(x_t, model_t) -> raw network output.
+        shape_or_noise: a shape to draw x_{T-1} ~ N(0, I) (float32 on ``device``), or the start tensor.
+        generator: torch.Generator for reproducible noise.
+        clip_denoised: clamp the predicted x_0 to [-1, 1] at every step.
+        progress: show a tqdm bar.
+        return_trajectory: also return [x_start, x after each step].
+        start_step, stop_step: truncation, see the module docstring.
+        device: where a drawn start goes when a shape is given.
+
+    Returns:
+        The final x, or (x, trajectory).
+    """
+    def ancestral_step(out: dict[str, torch.Tensor], x: torch.Tensor, step: int) -> torch.Tensor:
+        if step == 0:
+            return out["mean"]
+        noise = _randn(x.shape, x.device, x.dtype, generator)
+        return out["mean"] + torch.exp(0.5 * out["log_variance"]) * noise
+
+    return _reverse_chain(diffusion, model_fn, shape_or_noise, ancestral_step, generator, clip_denoised,
+                          progress, return_trajectory, start_step, stop_step, device)
+
+
+@torch.no_grad()
+def sample_ddim(diffusion: GaussianDiffusion, model_fn: ModelFn, shape_or_noise: Sequence[int] | torch.Tensor,
+                eta: float = 0.0, generator: torch.Generator | None = None, clip_denoised: bool = True,
+                progress: bool = False, return_trajectory: bool = False, start_step: int | None = None,
+                stop_step: int | None = None,
+                device: torch.device | str = "cpu") -> torch.Tensor | tuple[torch.Tensor, list]:
+    """DDIM sampling (Song, Meng & Ermon 2021, eq. 12); eta = 0 is deterministic, eta = 1 is DDPM-like.
+
+    x_{t-1} = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} - sigma_t^2) eps_hat + sigma_t z with
+    sigma_t = eta sqrt((1 - abar_{t-1}) / (1 - abar_t)) sqrt(1 - abar_t / abar_{t-1}) (eq. 16). Use a
+    respaced process for fewer steps. Arguments as ``sample_ancestral``.
+    """
+    if eta < 0:
+        raise ValueError(f"sample_ddim: eta must be >= 0, got {eta}")
+
+    def ddim_step(out: dict[str, torch.Tensor], x: torch.Tensor, step: int) -> torch.Tensor:
+        alpha_bar = float(diffusion.alphas_cumprod[step])
+        alpha_bar_prev = float(diffusion.alphas_cumprod_prev[step])
+        # Song et al. 2021, eq. 16.
+        sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)) ** 0.5
+        # Song et al. 2021, eq. 12 (the clamp guards rounding when sigma^2 = 1 - abar_{t-1}, eta = 1).
+        x_prev = alpha_bar_prev**0.5 * out["pred_x0"] + max(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * out[
+            "pred_eps"]
+        if sigma > 0:
+            x_prev = x_prev + sigma * _randn(x.shape, x.device, x.dtype, generator)
+        return x_prev
+
+    return _reverse_chain(diffusion, model_fn, shape_or_noise, ddim_step, generator, clip_denoised,
+                          progress, return_trajectory, start_step, stop_step, device)

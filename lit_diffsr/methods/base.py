@@ -1,0 +1,124 @@
+"""Shared plumbing of every method: optimiser with warm-up, loss logging, validation samples, RNG state.
+
+A method subclasses `DiffusionMethod` and implements two things only:
+- `compute_losses(batch) -> dict` of per-batch scalars with a "loss" key (the one that is optimised);
+- `generate(batch) -> Tensor` in [-1, 1] shaped like the images the method produces for that batch.
+Everything else (logging, sampling a few validation batches for metrics and grids, predict outputs,
+checkpointed RNG state for exact resume) lives here so methods stay thin.
+EMA is Lightning's `EMAWeightAveraging` callback: it swaps the averaged weights in for validation and
+writes them as the checkpoint's `state_dict`, so `load_from_checkpoint` and predict use EMA weights.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+
+def as_dict(config: Any) -> dict:
+    """Plain dict from a DictConfig / dict / None (hyper-parameters are stored as plain containers)."""
+    if config is None:
+        return {}
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return dict(config)
+
+
+def build_net(net: Any) -> torch.nn.Module:
+    """Instantiate the network from its `_target_` config (a module passes through unchanged)."""
+    if isinstance(net, torch.nn.Module):
+        return net
+    return instantiate(as_dict(net))
+
+
+class DiffusionMethod(L.LightningModule):
+    """Base LightningModule. `optim`: lr, weight_decay, betas, warmup_steps (linear warm-up, then flat)."""
+
+    def __init__(self, net: Any, optim: dict | None = None, val_sample_batches: int = 1):
+        super().__init__()
+        self.net = build_net(net)
+        self.optim = {"lr": 1e-4, "weight_decay": 0.0, "betas": (0.9, 0.999), "warmup_steps": 0}
+        self.optim.update(as_dict(optim))
+        self.val_sample_batches = val_sample_batches
+
+    # -- to implement -------------------------------------------------------------------------------
+    def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def generate(self, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- Lightning hooks ----------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.compute_losses(batch)
+        self.log_dict(
+            {f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=len(batch["hr"])
+        )
+        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=len(batch["hr"]))
+        return losses["loss"]
+
+    def _evaluation_step(self, stage: str, batch: dict, batch_idx: int) -> dict | None:
+        losses = self.compute_losses(batch)
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in losses.items()}, sync_dist=True, batch_size=len(batch["hr"])
+        )
+        if batch_idx < self.val_sample_batches:
+            return {"samples": self.generate(batch)}
+        return None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict | None:
+        return self._evaluation_step("val", batch, batch_idx)
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict | None:
+        return self._evaluation_step("test", batch, batch_idx)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"samples": self.generate(batch), "names": list(batch["name"])}
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for param in self.net.parameters():
+            if param.requires_grad:
+                # Biases and norm scales are not decayed (standard AdamW practice).
+                (decay if param.ndim > 1 else no_decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.optim["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.optim["lr"],
+            betas=tuple(self.optim["betas"]),
+        )
+        warmup = max(int(self.optim["warmup_steps"]), 0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # Exact resume: the RNG streams continue where the interrupted run left them.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Stored as tensors and plain tuples so the checkpoint loads with torch.load(weights_only=True).
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if not states or self._trainer is None or self._trainer.state.fn != "fit":
+            return
+        torch.set_rng_state(states["torch"])
+        kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+        random.setstate(states["python"])
+        if states["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])

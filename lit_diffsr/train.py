@@ -1,0 +1,93 @@
+"""The one job behind fit / validate / test / predict: instantiate data, model, callbacks, loggers, trainer
+from the composed config and run the command. Kept thin: everything it builds is declared in conf/."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from omegaconf import DictConfig, OmegaConf
+
+from lit_diffsr.errors import ConfigError
+
+log = logging.getLogger("lit_diffsr")
+
+# Callbacks that only make sense while training (EMA swaps weights; a non-fit run loads EMA weights already).
+FIT_ONLY_CALLBACKS = {"ema", "lr_monitor", "checkpoint"}
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """`last` means `<output_dir>/checkpoints/last.ckpt`; any other value must be an existing file."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = " (ckpt_path=last looks in paths.output_dir/checkpoints: pass the run's paths.output_dir=DIR)"
+        raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint if ckpt_path == 'last' else ''}")
+    return str(path)
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    callbacks = []
+    for key, spec in (cfg.get("callbacks") or {}).items():
+        if spec is None or (cfg.command != "fit" and key in FIT_ONLY_CALLBACKS):
+            continue
+        callbacks.append(instantiate(spec))
+    if cfg.command == "predict":
+        from lit_diffsr.callbacks import SampleWriter
+
+        callbacks.append(SampleWriter(str(Path(cfg.paths.output_dir) / "samples" / "predict")))
+    return callbacks
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run `cfg.command`; returns the metrics the trainer logged (for sweeps and tests)."""
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _recursive_=False)
+    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    command = cfg.command
+    if command == "fit":
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    elif command == "predict":
+        # Generative methods sample from labels (their own predict_dataloader); restoration methods read data.
+        uses_data = not is_overridden("predict_dataloader", model)
+        trainer.predict(
+            model, datamodule=datamodule if uses_data else None, ckpt_path=ckpt_path, return_predictions=False
+        )
+    else:
+        getattr(trainer, command)(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+    }
+    log.info("Outputs in %s", output_dir.resolve())
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def hydra_entry(cfg: DictConfig) -> None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # Each job of a sweep writes into its own sweep sub-directory.
+        cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
+    try:
+        run(cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

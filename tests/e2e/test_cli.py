@@ -1,0 +1,81 @@
+"""End-to-end runs through the real CLI, in subprocesses, as a user would run them."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lit_diffsr.cli import available_experiments
+
+pytestmark = pytest.mark.e2e
+
+SMALL = ["debug=smoke", "num_threads=1"]
+
+
+def test_help_lists_commands_and_experiments(cli):
+    out = cli("--help").stdout
+    for word in ("fit", "validate", "test", "predict", "quickstart", "cdm_base_32"):
+        assert word in out
+
+
+def test_unknown_experiment_lists_the_available_ones(cli, tmp_path):
+    result = cli("fit", "experiment=no_such_thing", f"paths.output_dir={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert "no_such_thing" in result.stderr and "quickstart" in result.stderr
+
+
+def test_invalid_override_names_the_key(cli, tmp_path):
+    result = cli("fit", "experiment=quickstart", "trainer.max_stepz=3", f"paths.output_dir={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert "max_stepz" in result.stderr
+
+
+def test_missing_dataset_names_the_config_key(cli, tmp_path):
+    result = cli("fit", "experiment=cdm_base_32", f"paths.data_dir={tmp_path / 'nowhere'}",
+                 f"paths.output_dir={tmp_path / 'run'}", "trainer=cpu", check=False)
+    assert result.returncode != 0
+    assert "data.root" in result.stderr
+
+
+def test_cfg_job_prints_the_composed_config(cli):
+    out = cli("fit", "experiment=quickstart", "--cfg", "job").stdout
+    config = yaml.safe_load(out)
+    assert config["name"] == "quickstart" and config["command"] == "fit"
+    assert config["model"]["_target_"].endswith("ClassConditionalDiffusion")
+
+
+def test_fit_resume_predict(cli, tmp_path):
+    run = tmp_path / "run"
+    common = ["experiment=quickstart", *SMALL, f"paths.output_dir={run}", "trainer.val_check_interval=2"]
+    cli("fit", *common, "trainer.max_steps=4")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert list((run / "samples").glob("val_step*.png")), "validation sample grid missing"
+    first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert first["global_step"] == 4
+    assert "current_model_state" in first, "EMA state missing from the checkpoint"
+
+    cli("fit", *common, "trainer.max_steps=6", "ckpt_path=last")
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["global_step"] == 6
+
+    cli("predict", "experiment=quickstart", *SMALL, f"paths.output_dir={run}", "ckpt_path=last",
+        "model.predict.num_samples=3", "model.predict.batch_size=2")
+    written = sorted((run / "samples" / "predict").glob("sample*.png"))
+    assert len(written) == 3
+    assert (run / "samples" / "predict" / "grid.png").is_file()
+
+
+def test_metrics_csv_written(cli, tmp_path):
+    run = tmp_path / "run"
+    cli("fit", "experiment=quickstart", *SMALL, "logger=csv", f"paths.output_dir={run}", "trainer.max_steps=2")
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert any(row.get("train/loss") for row in rows)
+
+
+def test_every_experiment_composes_and_runs_one_step(cli, tmp_path):
+    result = cli("fit", "-m", "experiment=glob(*)", *SMALL, f"paths.log_dir={tmp_path}")
+    runs = [p for p in tmp_path.rglob("checkpoints/last.ckpt")]
+    assert len(runs) == len(available_experiments()), result.stdout[-3000:]

@@ -1,4 +1,4 @@
-from lit_diffsr.methods.base import DiffusionMethod
+from lit_diffsr.methods.base import DiffusionMethod, load_method
 from lit_diffsr.methods.classcond import ClassConditionalDiffusion
 
-__all__ = ["ClassConditionalDiffusion", "DiffusionMethod"]
+__all__ = ["ClassConditionalDiffusion", "DiffusionMethod", "load_method"]

@@ -11,7 +11,9 @@ writes them as the checkpoint's `state_dict`, so `load_from_checkpoint` and pred
 
 from __future__ import annotations
 
+import importlib
 import random
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,6 +21,8 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from lit_diffsr.errors import ConfigError
 
 
 def as_dict(config: Any) -> dict:
@@ -35,6 +39,23 @@ def build_net(net: Any) -> torch.nn.Module:
     if isinstance(net, torch.nn.Module):
         return net
     return instantiate(as_dict(net))
+
+
+def load_method(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionMethod:
+    """Load any trained method from its checkpoint alone (EMA weights: they are the checkpoint's state_dict).
+
+    The class is recorded in the checkpoint by `DiffusionMethod.on_save_checkpoint`, so pipelines and
+    training-free methods (DDRM priors, cascade stages, frozen autoencoders) need nothing but the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint at {path}: pass the path of a .ckpt written by `lit_diffsr fit`")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    class_path = checkpoint.get("lit_diffsr_method")
+    if class_path is None:
+        raise ConfigError(f"{path} was not written by lit_diffsr (no 'lit_diffsr_method' entry)")
+    module_name, _, class_name = class_path.rpartition(".")
+    method_class = getattr(importlib.import_module(module_name), class_name)
+    return method_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
 
 
 class DiffusionMethod(L.LightningModule):
@@ -103,6 +124,7 @@ class DiffusionMethod(L.LightningModule):
 
     # Exact resume: the RNG streams continue where the interrupted run left them.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lit_diffsr_method"] = f"{type(self).__module__}.{type(self).__qualname__}"
         # Stored as tensors and plain tuples so the checkpoint loads with torch.load(weights_only=True).
         kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
         checkpoint["rng_states"] = {

@@ -4,6 +4,7 @@ from the composed config and run the command. Kept thin: everything it builds is
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -17,15 +18,33 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from lit_diffsr.errors import ConfigError
+from lit_diffsr.slurm.job import register_resolvers, slurm_job_id
 
 log = logging.getLogger("lit_diffsr")
+register_resolvers()  # ${lit_diffsr.slurm_run_name:...} and ${lit_diffsr.wandb_run_id:...} in conf/
 
 # Callbacks that only make sense while training (EMA swaps weights; a non-fit run loads EMA weights already).
-FIT_ONLY_CALLBACKS = {"ema", "lr_monitor", "checkpoint"}
+FIT_ONLY_CALLBACKS = {"ema", "lr_monitor", "checkpoint", "requeue", "history"}
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """`last` means `<output_dir>/checkpoints/last.ckpt`; any other value must be an existing file."""
+def newest_checkpoint(output_dir: Path) -> Path | None:
+    """The most recently written of `<output_dir>/hpc_ckpt_*.ckpt` (Slurm requeue saves) and
+    `<output_dir>/checkpoints/last.ckpt`, or None when the run has none yet."""
+    candidates = [*output_dir.glob("hpc_ckpt_*.ckpt"), output_dir / "checkpoints" / "last.ckpt"]
+    existing = [path for path in candidates if path.is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, command: str = "fit") -> str | None:
+    """`last` means `<output_dir>/checkpoints/last.ckpt`; `auto` the newest checkpoint of the run if any
+    (see `newest_checkpoint`), which is also what null means for `fit` on a Slurm job, so a requeued job
+    resumes; any other value must be an existing file."""
+    on_slurm_fit = command == "fit" and slurm_job_id() is not None
+    if ckpt_path == "auto" or (ckpt_path in (None, "", "null") and on_slurm_fit):
+        newest = newest_checkpoint(output_dir)
+        if newest is not None:
+            log.info("Resuming from %s", newest)
+        return None if newest is None else str(newest)
     if ckpt_path in (None, "", "null"):
         return None
     path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
@@ -54,7 +73,7 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, cfg.command)
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)
@@ -65,7 +84,11 @@ def run(cfg: DictConfig) -> dict:
 
     command = cfg.command
     if command == "fit":
+        if signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # an earlier fit in this process ignored it
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        # Slurm's requeue warning may still arrive while the job winds down: it must not kill the process.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     elif command == "predict":
         # Generative methods sample from labels (their own predict_dataloader); restoration methods read data.
         uses_data = not is_overridden("predict_dataloader", model)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lit_diffsr.data.datasets import (
@@ -90,6 +91,8 @@ class ImageDataModule(L.LightningDataModule):
             )
         self._datasets: dict[str, Dataset] = {}
         self._scale = scale
+        self._train_sampler: SeededSampler | None = None
+        self._train_sampler_state: dict[str, Any] | None = None  # from a checkpoint, until the loader exists
 
     # ------------------------------------------------------------------ properties
 
@@ -237,12 +240,36 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
+            # Worker base seeds come from here, not from the global RNG: a resumed run's noise stream
+            # (restored from the checkpoint) is then not shifted by the new iterator it creates.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
-        sampler = SeededSampler(len(dataset), seed=self.hparams.seed, shuffle=True)
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = SeededSampler(len(dataset), self.hparams.seed, num_replicas=replicas, rank=rank)
+        if self._train_sampler_state is not None:
+            sampler.load_state_dict(self._train_sampler_state)
+            self._train_sampler_state = None
+        self._train_sampler = sampler
         return self._loader(dataset, self.hparams.batch_size, sampler)
+
+    # ------------------------------------------------------------------ exact mid-epoch resume
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training sampler's (seed, epoch, consumed): `consumed` counts the items of the current epoch
+        that all ranks have trained on (Lightning's processed batches of the epoch x batch size x ranks), so
+        a run resumed from this checkpoint neither repeats nor skips a batch."""
+        if self._train_sampler is None or self.trainer is None:
+            return {}
+        batches_done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        consumed = self._train_sampler.consumed_at(batches_done, self.hparams.batch_size)
+        return {"train_sampler": {**self._train_sampler.state_dict(), "consumed": consumed}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_sampler_state = state_dict.get("train_sampler")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self.hparams.batch_size)

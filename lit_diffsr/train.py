@@ -12,6 +12,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -111,6 +112,10 @@ def hydra_entry(cfg: DictConfig) -> None:
         cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
     try:
         run(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ConfigError, InstantiationException) as error:
+        # A ConfigError raised while Hydra builds an object arrives wrapped: report the user's error only.
+        cause = error if isinstance(error, ConfigError) else error.__cause__
+        if not isinstance(cause, ConfigError):
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -68,6 +68,7 @@ class ImageMetrics(L.Callback):
 
     Args:
         scale: super-resolution factor (1 for generation); `lr` is `scale` times smaller than the samples.
+            None: read it from each batch (hr size // lr size; 1 without "lr").
         shave: border pixels dropped before PSNR/SSIM; default `scale` (the SR literature's convention).
         lpips_net: 'alex' or 'vgg' to add LPIPS, None to skip it.
         lpips_weights: path of the full LPIPS state_dict; None looks in the cache (see metrics.weights).
@@ -77,7 +78,7 @@ class ImageMetrics(L.Callback):
 
     def __init__(
         self,
-        scale: int = 1,
+        scale: int | None = 1,
         shave: int | None = None,
         lpips_net: str | None = None,
         lpips_weights: str | None = None,
@@ -85,7 +86,7 @@ class ImageMetrics(L.Callback):
         quantize: bool = True,
     ):
         self.scale = scale
-        self.shave = scale if shave is None else shave
+        self.shave = shave
         self.consistency_method = consistency_method
         self.quantize = quantize
         self.lpips = PerceptualDistance(lpips_net, lpips_weights) if lpips_net else None
@@ -93,7 +94,7 @@ class ImageMetrics(L.Callback):
 
     def _metric_names(self) -> list[str]:
         names = ["psnr", "ssim", "psnr_y", "ssim_y"]
-        return names + ["lpips"] * (self.lpips is not None) + ["consistency"] * (self.scale > 1)
+        return names + ["lpips"] * (self.lpips is not None) + ["consistency"] * (self.scale != 1)
 
     def _start(self, pl_module: L.LightningModule, prefix: str) -> None:
         # Every process creates every metric, sampled or not, so the reductions at the end line up.
@@ -104,17 +105,21 @@ class ImageMetrics(L.Callback):
             return
         samples = as_saved_image(outputs["samples"], self.quantize)
         target = as_saved_image(batch["hr"], self.quantize).to(samples.device)
+        scale = self.scale
+        if scale is None:
+            scale = target.shape[-1] // batch["lr"].shape[-1] if batch.get("lr") is not None else 1
+        shave = scale if self.shave is None else self.shave
         values = {
-            "psnr": psnr(samples, target, (-1.0, 1.0), shave=self.shave),
-            "ssim": ssim(samples, target, (-1.0, 1.0), shave=self.shave),
-            "psnr_y": psnr(samples, target, (-1.0, 1.0), y_channel=True, shave=self.shave),
-            "ssim_y": ssim(samples, target, (-1.0, 1.0), y_channel=True, shave=self.shave),
+            "psnr": psnr(samples, target, (-1.0, 1.0), shave=shave),
+            "ssim": ssim(samples, target, (-1.0, 1.0), shave=shave),
+            "psnr_y": psnr(samples, target, (-1.0, 1.0), y_channel=True, shave=shave),
+            "ssim_y": ssim(samples, target, (-1.0, 1.0), y_channel=True, shave=shave),
         }
         if self.lpips is not None:
             values["lpips"] = self.lpips.to(samples.device)(samples, target)
-        if self.scale > 1 and batch.get("lr") is not None:
+        if scale > 1 and batch.get("lr") is not None:
             low_res = as_saved_image(batch["lr"], self.quantize).to(samples.device)
-            values["consistency"] = sr_consistency(samples, low_res, self.scale, self.consistency_method)
+            values["consistency"] = sr_consistency(samples, low_res, scale, self.consistency_method)
         for name, per_image in values.items():
             self.means[f"{prefix}/{name}"].update(per_image)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from lit_diffsr.data.datasets import (
@@ -72,6 +73,8 @@ class ImageDataModule(L.LightningDataModule):
         demo_crops_per_side: int = 3,
     ):
         super().__init__()
+        if isinstance(degradation, (DictConfig, ListConfig)):
+            degradation = OmegaConf.to_container(degradation, resolve=True)  # checkpoints load weights_only
         self.save_hyperparameters()
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset={dataset!r} is not one of {', '.join(DATASETS)}")

@@ -2,6 +2,7 @@
 Pure torch, no Lightning."""
 
 from lit_diffsr.diffusion.bridge import SchrodingerBridge, gaussian_product_coef
+from lit_diffsr.diffusion.conditioning import NoiseAugmentation, blur_augmentation, gaussian_kernels
 from lit_diffsr.diffusion.ddrm import ddrm_sample, ddrm_timesteps
 from lit_diffsr.diffusion.ddrm_operators import (
     AnisotropicDeblurring,
@@ -27,8 +28,14 @@ from lit_diffsr.diffusion.losses import (
     mean_flat,
     normal_kl,
 )
+from lit_diffsr.diffusion.noise_level import ContinuousNoiseLevel, noise_levels_by_model_step
 from lit_diffsr.diffusion.oracles import GaussianOracle
-from lit_diffsr.diffusion.samplers import sample_ancestral, sample_ddim
+from lit_diffsr.diffusion.samplers import (
+    quadratic_respacing,
+    sample_ancestral,
+    sample_ddim,
+    sample_dpm_solver_pp,
+)
 from lit_diffsr.diffusion.schedules import get_beta_schedule
 from lit_diffsr.diffusion.timestep_samplers import LossSecondMomentSampler, UniformSampler
 
@@ -62,8 +69,15 @@ __all__ = [
     "get_beta_schedule",
     "mean_flat",
     "normal_kl",
+    "quadratic_respacing",
     "sample_ancestral",
     "sample_ddim",
+    "sample_dpm_solver_pp",
     "space_timesteps",
     "timestep_embedding",
+    "ContinuousNoiseLevel",
+    "NoiseAugmentation",
+    "blur_augmentation",
+    "gaussian_kernels",
+    "noise_levels_by_model_step",
 ]

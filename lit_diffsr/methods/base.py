@@ -75,6 +75,44 @@ class DiffusionMethod(L.LightningModule):
     def generate(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    # -- shared helpers ------------------------------------------------------------------------------
+    @property
+    def datamodule(self):
+        """The running Trainer's DataModule, or None (outside a Trainer, e.g. in a pipeline)."""
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def check_class_count(self, num_classes: int | None) -> None:
+        """A class-conditional model needs an embedding row for every class of the data."""
+        data_classes = getattr(self.datamodule, "num_classes", None)
+        if num_classes and data_classes and data_classes > num_classes:
+            raise ConfigError(
+                f"model.num_classes={num_classes} but the data has {data_classes} classes; "
+                f"set model.num_classes={data_classes}"
+            )
+
+    def upscale_factor(self, batch: dict) -> int:
+        """r = hr size / lr size of an SR batch; without "hr" (predict folders), the DataModule's factor."""
+        if "lr" not in batch:
+            raise ConfigError(
+                f"{type(self).__name__} needs the degraded image batch['lr']: set data.degradation "
+                "(e.g. [{type: downsample, scale: 4}]) or use data.dataset=paired"
+            )
+        lr, hr = batch["lr"], batch.get("hr")
+        if hr is None:
+            scale = getattr(self.datamodule, "lr_scale", None)
+            if scale is None:
+                raise ConfigError(
+                    f"{type(self).__name__} cannot tell the SR factor of a batch without 'hr': predict "
+                    "through a DataModule whose data.degradation (or paired data) defines it"
+                )
+            return scale
+        scale = hr.shape[-1] // lr.shape[-1]
+        if tuple(hr.shape[-2:]) != (lr.shape[-2] * scale, lr.shape[-1] * scale):
+            raise ValueError(
+                f"batch['hr'] {tuple(hr.shape)} is not an integer multiple of batch['lr'] {tuple(lr.shape)}"
+            )
+        return scale
+
     # -- Lightning hooks ----------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.compute_losses(batch)

@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_diffsr.diffusion import classifier_free_guidance, drop_labels
-from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, as_dict
 from lit_diffsr.methods.sampling import DiffusionSetup
 
@@ -50,13 +49,7 @@ class ClassConditionalDiffusion(DiffusionMethod):
         return self.num_classes
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        data_classes = getattr(datamodule, "num_classes", None)
-        if self.num_classes and data_classes and data_classes > self.num_classes:
-            raise ConfigError(
-                f"model.num_classes={self.num_classes} but the data has {data_classes} classes; "
-                f"set model.num_classes={data_classes}"
-            )
+        self.check_class_count(self.num_classes)
 
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         x0, y = batch["hr"], batch.get("y") if self.num_classes else None

@@ -49,8 +49,10 @@ OPERATORS: dict[str, dict[str, Any]] = {
 SAMPLER_DEFAULTS = {"steps": 20, "eta": 0.85, "eta_b": 1.0, "clip": True}
 
 
-INPAINT_MASK_HINT = ("model.operator.type=inpaint needs batch['mask'] (1 = observed): add a mask step to "
-                     "data.degradation, e.g. [{type: mask, kind: freeform}]")
+INPAINT_MASK_HINT = (
+    "model.operator.type=inpaint needs batch['mask'] (1 = observed): add a mask step to "
+    "data.degradation, e.g. [{type: mask, kind: freeform}]"
+)
 
 
 def operator_params(operator: dict) -> tuple[str, dict[str, Any]]:
@@ -61,33 +63,43 @@ def operator_params(operator: dict) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"model.operator.type={kind!r}; use one of {', '.join(OPERATORS)}")
     unknown = set(spec) - set(OPERATORS[kind])
     if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in model.operator for type {kind!r}; "
-                          f"allowed: {sorted(OPERATORS[kind])}")
+        raise ConfigError(
+            f"unknown key(s) {sorted(unknown)} in model.operator for type {kind!r}; "
+            f"allowed: {sorted(OPERATORS[kind])}"
+        )
     return kind, {**OPERATORS[kind], **spec}
 
 
-def build_operator(operator: dict, channels: int, image_size: int,
-                   mask: torch.Tensor | None = None) -> SVDOperator:
+def build_operator(
+    operator: dict, channels: int, image_size: int, mask: torch.Tensor | None = None
+) -> SVDOperator:
     """H with its SVD (Kawar et al. 2022, App. D) for a `model.operator` dict: {"type": one of
     OPERATORS, its keys}; inpainting takes the mask (1 = observed, (H, W) or (C, H, W))."""
     kind, p = operator_params(operator)
     threshold = float(p.get("singular_threshold", 0.0))
     if kind == "colorize" and channels != 3:
-        raise ConfigError(f"model.operator.type=colorize needs an RGB prior; this one has {channels} "
-                          "channel(s)")
+        raise ConfigError(
+            f"model.operator.type=colorize needs an RGB prior; this one has {channels} channel(s)"
+        )
     if kind == "inpaint" and mask is None:
         raise ConfigError(INPAINT_MASK_HINT)
     builders: dict[str, Callable[[], SVDOperator]] = {
         "denoise": lambda: Denoising(channels, image_size),
         "sr_average": lambda: SuperResolution(channels, image_size, int(p["scale"])),
-        "sr_bicubic": lambda: SRConv(bicubic_kernel(int(p["scale"])), channels, image_size, int(p["scale"]),
-                                     threshold),
-        "deblur_gaussian": lambda: Deblurring(gaussian_kernel(p["std"], p["size"]), channels, image_size,
-                                              threshold),
+        "sr_bicubic": lambda: SRConv(
+            bicubic_kernel(int(p["scale"])), channels, image_size, int(p["scale"]), threshold
+        ),
+        "deblur_gaussian": lambda: Deblurring(
+            gaussian_kernel(p["std"], p["size"]), channels, image_size, threshold
+        ),
         "deblur_uniform": lambda: Deblurring(uniform_kernel(p["size"]), channels, image_size, threshold),
         "deblur_anisotropic": lambda: AnisotropicDeblurring(
-            gaussian_kernel(p["std_rows"], p["size"]), gaussian_kernel(p["std_cols"], p["size"]), channels,
-            image_size, threshold),
+            gaussian_kernel(p["std_rows"], p["size"]),
+            gaussian_kernel(p["std_cols"], p["size"]),
+            channels,
+            image_size,
+            threshold,
+        ),
         "colorize": lambda: Colorization(image_size),
         "inpaint": lambda: Inpainting(channels, image_size, mask=mask),
     }
@@ -133,8 +145,10 @@ class DDRMRestoration(DiffusionMethod):
         prior: DiffusionMethod | None = None,
     ):
         if net is not None:
-            raise ConfigError("DDRM uses the network of model.prior_ckpt and takes no model.net; for a small "
-                              "run use debug=fast with data.resolution=<the prior's>, not debug=smoke")
+            raise ConfigError(
+                "DDRM uses the network of model.prior_ckpt and takes no model.net; for a small "
+                "run use debug=fast with data.resolution=<the prior's>, not debug=smoke"
+            )
         where = f"model.prior_ckpt={prior_ckpt}" if prior is None else f"the prior {type(prior).__name__}"
         prior = load_prior(prior_ckpt) if prior is None else prior
         diffusion = prior_diffusion(prior, where)
@@ -150,19 +164,23 @@ class DDRMRestoration(DiffusionMethod):
         self.sigma_y, self.use_class_labels, self.seed = float(sigma_y), use_class_labels, int(seed)
         unknown = set(sampler) - set(SAMPLER_DEFAULTS)
         if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)} in model.sampler; "
-                              f"allowed: {sorted(SAMPLER_DEFAULTS)}")
+            raise ConfigError(
+                f"unknown key(s) {sorted(unknown)} in model.sampler; allowed: {sorted(SAMPLER_DEFAULTS)}"
+            )
         self.sampler = {**SAMPLER_DEFAULTS, **sampler}
         try:
             self.timesteps = ddrm_timesteps(diffusion.num_timesteps, int(str(self.sampler["steps"])))
         except ValueError as error:
-            raise ConfigError(f"model.sampler.steps={self.sampler['steps']!r} must be a whole number of DDRM "
-                              f"steps in [1, {diffusion.num_timesteps}] (the prior's T)") from error
+            raise ConfigError(
+                f"model.sampler.steps={self.sampler['steps']!r} must be a whole number of DDRM "
+                f"steps in [1, {diffusion.num_timesteps}] (the prior's T)"
+            ) from error
         self.operator_spec = operator
         kind, _ = operator_params(operator)
         # Every H but inpainting's (its mask comes with each batch) is fixed: built once.
-        self.fixed_operator = None if kind == "inpaint" else build_operator(operator, self.channels,
-                                                                            self.image_size)
+        self.fixed_operator = (
+            None if kind == "inpaint" else build_operator(operator, self.channels, self.image_size)
+        )
 
     # -- restoration ---------------------------------------------------------------------------------
     def operators(self, batch: dict) -> Iterator[tuple[torch.Tensor, SVDOperator]]:
@@ -176,8 +194,9 @@ class DDRMRestoration(DiffusionMethod):
         mask_shape = mask.shape[2:] if mask.shape[1] == 1 else mask.shape[1:]  # (H, W) or (C, H, W)
         masks, group = torch.unique(mask.flatten(1).cpu(), dim=0, return_inverse=True)
         for number, flat_mask in enumerate(masks):
-            operator = build_operator(self.operator_spec, self.channels, self.image_size,
-                                      flat_mask.reshape(mask_shape))
+            operator = build_operator(
+                self.operator_spec, self.channels, self.image_size, flat_mask.reshape(mask_shape)
+            )
             yield (group == number).nonzero().flatten(), operator
 
     def eps_fn(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -204,15 +223,19 @@ class DDRMRestoration(DiffusionMethod):
         if labels is None:
             return torch.full((len(batch["hr"]),), self.num_classes, dtype=torch.long, device=self.device)
         if int(labels.min()) < 0 or int(labels.max()) >= self.num_classes:
-            raise ConfigError(f"batch labels reach {int(labels.max())} but {self.prior_where} has "
-                              f"{self.num_classes} classes; set model.use_class_labels=false (null class)")
+            raise ConfigError(
+                f"batch labels reach {int(labels.max())} but {self.prior_where} has "
+                f"{self.num_classes} classes; set model.use_class_labels=false (null class)"
+            )
         return labels.long()
 
     def check_images(self, images: torch.Tensor) -> None:
         expected = (self.channels, self.image_size, self.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ConfigError(f"images of shape {tuple(images.shape[1:])} but {self.prior_where} models "
-                              f"{expected}: set data.resolution={self.image_size}")
+            raise ConfigError(
+                f"images of shape {tuple(images.shape[1:])} but {self.prior_where} models "
+                f"{expected}: set data.resolution={self.image_size}"
+            )
 
     @torch.no_grad()
     def restore(self, batch: dict, seed: int) -> Restoration:
@@ -225,13 +248,22 @@ class DDRMRestoration(DiffusionMethod):
         for index, operator in self.operators(batch):
             index = index.to(images.device)
             clean = operator.H(images[index])
-            y = clean + self.sigma_y * torch.randn(clean.shape, generator=generator, dtype=clean.dtype,
-                                                   device=clean.device)
+            y = clean + self.sigma_y * torch.randn(
+                clean.shape, generator=generator, dtype=clean.dtype, device=clean.device
+            )
             pseudo_inverse[index] = operator.H_pinv(y).reshape(-1, *operator.input_shape)
             restored[index] = ddrm_sample(
-                operator, y, self.sigma_y, self.eps_fn(None if labels is None else labels[index]),
-                self.prior_diffusion.alphas_cumprod, self.timesteps, eta=self.sampler["eta"],
-                eta_b=self.sampler["eta_b"], generator=generator, clip=self.sampler["clip"])
+                operator,
+                y,
+                self.sigma_y,
+                self.eps_fn(None if labels is None else labels[index]),
+                self.prior_diffusion.alphas_cumprod,
+                self.timesteps,
+                eta=self.sampler["eta"],
+                eta_b=self.sampler["eta_b"],
+                generator=generator,
+                clip=self.sampler["clip"],
+            )
         return Restoration(restored, pseudo_inverse)
 
     def batch_seed(self, batch_idx: int) -> int:
@@ -243,19 +275,23 @@ class DDRMRestoration(DiffusionMethod):
     # -- Lightning ------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            raise ConfigError("DDRM is training-free: run `validate`, `test` or `predict` with "
-                              "model.prior_ckpt=PATH (train the prior with `fit`, e.g. "
-                              "experiment=quickstart)")
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        resolution = getattr(getattr(datamodule, "hparams", None), "resolution", None)
+            raise ConfigError(
+                "DDRM is training-free: run `validate`, `test` or `predict` with "
+                "model.prior_ckpt=PATH (train the prior with `fit`, e.g. "
+                "experiment=quickstart)"
+            )
+        resolution = getattr(getattr(self.datamodule, "hparams", None), "resolution", None)
         if resolution is not None and int(resolution) != self.image_size:
-            raise ConfigError(f"data.resolution={resolution} but {self.prior_where} models "
-                              f"{self.image_size}x{self.image_size} images: "
-                              f"set data.resolution={self.image_size}")
+            raise ConfigError(
+                f"data.resolution={resolution} but {self.prior_where} models "
+                f"{self.image_size}x{self.image_size} images: "
+                f"set data.resolution={self.image_size}"
+            )
 
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        raise ConfigError("DDRM has no training loss: it restores with a trained prior "
-                          "(validate / test / predict)")
+        raise ConfigError(
+            "DDRM has no training loss: it restores with a trained prior (validate / test / predict)"
+        )
 
     def generate(self, batch: dict) -> torch.Tensor:
         return self.restore(batch, batch.get("seed", self.seed)).restored.clamp(-1, 1)
@@ -288,11 +324,15 @@ class DDRMRestoration(DiffusionMethod):
 def load_prior(prior_ckpt: str | None) -> DiffusionMethod:
     """The trained prior at `prior_ckpt` (EMA weights), with errors that name model.prior_ckpt."""
     if prior_ckpt in (None, ""):
-        raise ConfigError("model.prior_ckpt is not set: pass model.prior_ckpt=PATH, a checkpoint written by "
-                          "`lit_diffsr fit` (e.g. experiment=quickstart: <run>/checkpoints/last.ckpt)")
+        raise ConfigError(
+            "model.prior_ckpt is not set: pass model.prior_ckpt=PATH, a checkpoint written by "
+            "`lit_diffsr fit` (e.g. experiment=quickstart: <run>/checkpoints/last.ckpt)"
+        )
     if not Path(prior_ckpt).is_file():
-        raise ConfigError(f"model.prior_ckpt={prior_ckpt}: no such file; pass a checkpoint written by "
-                          "`lit_diffsr fit` (e.g. <run>/checkpoints/last.ckpt)")
+        raise ConfigError(
+            f"model.prior_ckpt={prior_ckpt}: no such file; pass a checkpoint written by "
+            "`lit_diffsr fit` (e.g. <run>/checkpoints/last.ckpt)"
+        )
     try:
         return load_method(prior_ckpt)
     except ConfigError as error:
@@ -304,15 +344,20 @@ def prior_diffusion(prior: DiffusionMethod, where: str) -> GaussianDiffusion:
     process = getattr(getattr(prior, "setup_diffusion", None), "process", None)
     net = getattr(prior, "net", None)
     if not isinstance(process, GaussianDiffusion) or net is None:
-        raise ConfigError(f"{where}: a {type(prior).__name__} is not a Gaussian-diffusion prior; DDRM "
-                          "needs a method with a net and setup_diffusion.process (e.g. one trained with "
-                          "experiment=quickstart)")
+        raise ConfigError(
+            f"{where}: a {type(prior).__name__} is not a Gaussian-diffusion prior; DDRM "
+            "needs a method with a net and setup_diffusion.process (e.g. one trained with "
+            "experiment=quickstart)"
+        )
     for attribute in ("image_size", "in_channels"):
         if getattr(net, attribute, None) is None:
-            raise ConfigError(f"{where}: the prior's network has no {attribute}; DDRM needs it to check "
-                              "the data")
+            raise ConfigError(
+                f"{where}: the prior's network has no {attribute}; DDRM needs it to check the data"
+            )
     if getattr(net, "cond_channels", 0) or getattr(net, "use_aug_level", False):
-        raise ConfigError(f"{where}: the prior is conditioned on an image (cond_channels="
-                          f"{getattr(net, 'cond_channels', 0)}); DDRM needs an unconditional or "
-                          "class-conditional prior")
+        raise ConfigError(
+            f"{where}: the prior is conditioned on an image (cond_channels="
+            f"{getattr(net, 'cond_channels', 0)}); DDRM needs an unconditional or "
+            "class-conditional prior"
+        )
     return process

@@ -35,7 +35,8 @@ DIFFUSION_DEFAULTS = {
 SAMPLER_DEFAULTS = {"name": "ddim", "steps": "ddim50", "eta": 0.0, "clip_denoised": True}
 
 
-def _merged(defaults: dict, given: dict, key: str) -> dict:
+def merge_config(defaults: dict, given: dict, key: str) -> dict:
+    """`defaults` updated by `given`; a key not in `defaults` is an error naming `model.<key>`."""
     unknown = set(given) - set(defaults)
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in model.{key}; allowed: {sorted(defaults)}")
@@ -46,8 +47,8 @@ class DiffusionSetup:
     """The training process, its timestep sampler and the (possibly respaced) sampling process."""
 
     def __init__(self, diffusion: dict, sampler: dict):
-        self.config = _merged(DIFFUSION_DEFAULTS, diffusion, "diffusion")
-        self.sampler = _merged(SAMPLER_DEFAULTS, sampler, "sampler")
+        self.config = merge_config(DIFFUSION_DEFAULTS, diffusion, "diffusion")
+        self.sampler = merge_config(SAMPLER_DEFAULTS, sampler, "sampler")
         c = self.config
         betas = get_beta_schedule(c["schedule"], c["num_timesteps"], **dict(c["schedule_kwargs"]))
         self.process = GaussianDiffusion(

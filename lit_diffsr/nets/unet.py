@@ -186,6 +186,10 @@ class UNet(nn.Module):
         use_checkpoint: recompute block activations in backward (saves memory, costs time).
         max_period: longest period of the sinusoidal embeddings of ``t`` and the augmentation level.
         norm_groups: GroupNorm groups; ``model_channels`` must be divisible by it.
+        channels_last: keep weights and activations in NHWC memory order (the layout tensor-core
+            convolutions want, mainly under bf16; see benchmarks/README.md); outputs are channels_last too.
+        compile: compile the forward with ``nn.Module.compile`` (torch.compile in place: the state_dict
+            keys and attributes stay those of the plain module, so checkpoints and EMA are unchanged).
     """
 
     def __init__(
@@ -209,6 +213,8 @@ class UNet(nn.Module):
         use_checkpoint: bool = False,
         max_period: float = 10000,
         norm_groups: int = 32,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self._check_config(image_size, channel_mult, attention_resolutions, model_channels, norm_groups)
@@ -299,6 +305,11 @@ class UNet(nn.Module):
             nn.SiLU(),
             zero_module(nn.Conv2d(channels, prediction_channels, 3, padding=1)),
         )
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        if compile:
+            self.compile()
 
     @staticmethod
     def _check_config(
@@ -353,6 +364,8 @@ class UNet(nn.Module):
             ``[prediction | variance interpolation v]`` along channels.
         """
         h = self._network_input(x, cond)
+        if self.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
         embedding = self._embedding(x, t, y, aug_level)
         skips = []
         for block in self.input_blocks:

@@ -1,7 +1,6 @@
 """End-to-end runs through the real CLI, in subprocesses, as a user would run them."""
 
 import csv
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,14 +26,22 @@ def test_unknown_experiment_lists_the_available_ones(cli, tmp_path):
 
 
 def test_invalid_override_names_the_key(cli, tmp_path):
-    result = cli("fit", "experiment=quickstart", "trainer.max_stepz=3", f"paths.output_dir={tmp_path}", check=False)
+    result = cli(
+        "fit", "experiment=quickstart", "trainer.max_stepz=3", f"paths.output_dir={tmp_path}", check=False
+    )
     assert result.returncode != 0
     assert "max_stepz" in result.stderr
 
 
 def test_missing_dataset_names_the_config_key(cli, tmp_path):
-    result = cli("fit", "experiment=cdm_base_32", f"paths.data_dir={tmp_path / 'nowhere'}",
-                 f"paths.output_dir={tmp_path / 'run'}", "trainer=cpu", check=False)
+    result = cli(
+        "fit",
+        "experiment=cdm_base_32",
+        f"paths.data_dir={tmp_path / 'nowhere'}",
+        f"paths.output_dir={tmp_path / 'run'}",
+        "trainer=cpu",
+        check=False,
+    )
     assert result.returncode != 0
     assert "data.root" in result.stderr
 
@@ -61,8 +68,15 @@ def test_fit_resume_predict(cli, tmp_path):
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert resumed["global_step"] == 6
 
-    cli("predict", "experiment=quickstart", *SMALL, f"paths.output_dir={run}", "ckpt_path=last",
-        "model.predict.num_samples=3", "model.predict.batch_size=2")
+    cli(
+        "predict",
+        "experiment=quickstart",
+        *SMALL,
+        f"paths.output_dir={run}",
+        "ckpt_path=last",
+        "model.predict.num_samples=3",
+        "model.predict.batch_size=2",
+    )
     written = sorted((run / "samples" / "predict").glob("sample*.png"))
     assert len(written) == 3
     assert (run / "samples" / "predict" / "grid.png").is_file()
@@ -70,7 +84,9 @@ def test_fit_resume_predict(cli, tmp_path):
 
 def test_metrics_csv_written(cli, tmp_path):
     run = tmp_path / "run"
-    cli("fit", "experiment=quickstart", *SMALL, "logger=csv", f"paths.output_dir={run}", "trainer.max_steps=2")
+    cli(
+        "fit", "experiment=quickstart", *SMALL, "logger=csv", f"paths.output_dir={run}", "trainer.max_steps=2"
+    )
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert any(row.get("train/loss") for row in rows)
 

@@ -1,0 +1,192 @@
+"""I²SB: image-to-image Schrödinger bridge (Liu et al. 2023) as a thin method over `SchrodingerBridge`.
+
+The bridge runs between the clean image x0 = batch["hr"] (step 0) and a degraded image x1 (step N-1)
+built from the batch:
+- super-resolution (batch["lr"] smaller than the HR size): lr upsampled back to the HR size, bicubic by
+  default (`x1_upsample: nearest` is what the official I²SB code uses);
+- same-size restoration (JPEG, blur): batch["lr"] as is;
+- inpainting (batch["mask"], 1 = observed): the observed pixels, the missing ones filled with N(0, I)
+  noise as the official I²SB does, so x1 says nothing about the hole. The loss covers the missing
+  region only and the sampler re-imposes the observed pixels after every step.
+With `cond_x1` the network also sees x1 (concatenated to x_t through the UNet's `cond_channels`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lit_diffsr.data.degradations import upsample_bicubic
+from lit_diffsr.diffusion import SchrodingerBridge
+from lit_diffsr.errors import ConfigError
+from lit_diffsr.methods.base import DiffusionMethod, as_dict
+from lit_diffsr.methods.sampling import merge_config
+
+BRIDGE_DEFAULTS = {"n_steps": 1000, "beta_max": 0.3, "beta_min": 1e-4}
+# steps: NFE; ot_ode: deterministic bridge (training and sampling, as I²SB's --ot-ode); seed: sampling noise.
+SAMPLER_DEFAULTS = {"steps": 100, "ot_ode": False, "clip_denoised": False, "seed": None}
+X1_UPSAMPLING = ("bicubic", "nearest")
+
+
+def load_net_weights(net: torch.nn.Module, path: str | Path) -> None:
+    """Copy weights into `net` from a lit_diffsr checkpoint (its EMA `state_dict`, keys `net.*`) or from a
+    plain state_dict of the same network; a ConfigError lists missing, unexpected and mismatched keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model.init_from={str(path)!r} is not a file; pass a .ckpt or a state_dict .pt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConfigError(
+            f"model.init_from={str(path)!r} is neither a lit_diffsr checkpoint nor a state_dict"
+        )
+    if all(key.startswith("net.") for key in state):  # a LightningModule's state_dict
+        state = {key.removeprefix("net."): value for key, value in state.items()}
+    expected = net.state_dict()
+    problems = [f"missing: {key}" for key in expected if key not in state]
+    problems += [f"unexpected: {key}" for key in state if key not in expected]
+    problems += [
+        f"shape of {key}: checkpoint {tuple(state[key].shape)} vs model {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    if problems:
+        more = f"\n  ... {len(problems) - 20} more" if len(problems) > 20 else ""
+        shown = "\n  ".join(problems[:20]) + more
+        raise ConfigError(
+            f"model.init_from={str(path)!r} does not fit model.net ({len(problems)} problem(s)):\n  {shown}\n"
+            "make model.net match the checkpoint's architecture (channels, levels, cond_x1, learn_sigma)"
+        )
+    net.load_state_dict(state)
+
+
+class I2SB(DiffusionMethod):
+    """I²SB training (Liu et al. 2023, Alg. 1) and sampling (Alg. 2).
+
+    Args:
+        net: UNet config; its `cond_channels` is set from `cond_x1` (= in_channels or 0).
+        bridge: n_steps (N), beta_max, beta_min of `SchrodingerBridge`.
+        sampler: steps (NFE, 1 to N-1), ot_ode (noise-free bridge, used for training too, as I²SB's
+            --ot-ode), clip_denoised (clamp x̂0 to [-1, 1]), seed (sampling noise; null = global RNG).
+        cond_x1: also feed x1 to the network.
+        x1_upsample: how a smaller batch["lr"] is brought to the HR size: bicubic | nearest.
+        init_from: path of a checkpoint to initialise the network from when training starts (not on resume).
+    """
+
+    def __init__(
+        self,
+        net: Any,
+        bridge: dict | None = None,
+        sampler: dict | None = None,
+        cond_x1: bool = False,
+        x1_upsample: str = "bicubic",
+        init_from: str | None = None,
+        optim: dict | None = None,
+        val_sample_batches: int = 1,
+    ):
+        if not isinstance(net, torch.nn.Module):
+            net = as_dict(net)
+            net["cond_channels"] = net.get("in_channels", 3) if cond_x1 else 0
+        super().__init__(net, optim=optim, val_sample_batches=val_sample_batches)
+        bridge, sampler, optim = map(as_dict, (bridge, sampler, optim))
+        self.save_hyperparameters(ignore=[] if isinstance(net, dict) else ["net"])
+        expected_cond = self.net.in_channels if cond_x1 else 0
+        if self.net.cond_channels != expected_cond:
+            raise ConfigError(f"model.cond_x1={cond_x1} needs a net with cond_channels={expected_cond}")
+        if x1_upsample not in X1_UPSAMPLING:
+            raise ConfigError(f"model.x1_upsample={x1_upsample!r}; use one of {', '.join(X1_UPSAMPLING)}")
+        try:
+            self.bridge = SchrodingerBridge(**merge_config(BRIDGE_DEFAULTS, bridge, "bridge"))
+        except ValueError as error:
+            raise ConfigError(f"model.bridge: {error}") from None
+        self.sampler = merge_config(SAMPLER_DEFAULTS, sampler, "sampler")
+        self.set_sampling_steps(self.sampler["steps"])
+        self.cond_x1 = cond_x1
+        self.x1_upsample = x1_upsample
+        self.init_from = init_from
+
+    def set_sampling_steps(self, steps: int | str) -> None:
+        """Use `steps` network evaluations (NFE) per sample, 1 to N-1."""
+        try:
+            nfe = int(steps)
+        except (TypeError, ValueError):
+            nfe = None
+        if nfe is None or not 1 <= nfe <= self.bridge.n_steps - 1:
+            raise ConfigError(
+                f"model.sampler.steps={steps!r} must be an integer NFE in [1, {self.bridge.n_steps - 1}]"
+            )
+        self.sampler["steps"] = nfe
+
+    def setup(self, stage: str) -> None:
+        trainer = self._trainer
+        if stage == "fit" and self.init_from and trainer is not None and trainer.ckpt_path is None:
+            load_net_weights(self.net, self.init_from)
+
+    # -- the bridge's end points ----------------------------------------------------------------
+    def degraded_endpoint(
+        self, batch: dict, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x1 at the HR size, and the inpainting mask (1 = observed) or None (see the module docstring)."""
+        if "lr" not in batch:
+            raise ConfigError(
+                "I2SB needs the degraded image batch['lr']: set data.degradation (e.g. "
+                "[{type: downsample, scale: 4}]) or use data.dataset=paired"
+            )
+        x1 = batch["lr"]
+        scale = self.upscale_factor(batch)
+        if scale > 1 and self.x1_upsample == "bicubic":
+            x1 = upsample_bicubic(x1, scale)
+        elif scale > 1:
+            x1 = F.interpolate(x1, scale_factor=scale, mode="nearest")
+        mask = batch.get("mask")
+        if mask is None:
+            return x1, None
+        if mask.shape[-2:] != x1.shape[-2:]:
+            raise ValueError(f"batch['mask'] {tuple(mask.shape)} must have x1's size {tuple(x1.shape[-2:])}")
+        noise = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device=x1.device)
+        return mask * x1 + (1 - mask) * noise, mask
+
+    def network_output(self, x_t: torch.Tensor, step: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """ε(x_t, t) ≈ (x_t - x0) / σ_t; a learn_sigma net's extra channels are not used by the bridge."""
+        output = self.net(x_t, step, cond=x1 if self.cond_x1 else None)
+        return output[:, : self.net.out_channels]
+
+    # -- DiffusionMethod ------------------------------------------------------------------------
+    def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        x0 = batch["hr"]
+        x1, mask = self.degraded_endpoint(batch)
+        step = torch.randint(0, self.bridge.n_steps, (len(x0),), device=x0.device)  # I²SB Alg. 1: t ~ U
+        x_t = self.bridge.q_sample(step, x0, x1, ot_ode=self.sampler["ot_ode"])  # I²SB eq. 11
+        target = self.bridge.training_target(step, x0, x_t)  # (x_t - x0) / σ_t, I²SB Alg. 1
+        squared_error = (self.network_output(x_t, step, x1) - target) ** 2
+        if mask is None:
+            return {"loss": squared_error.mean()}
+        # Inpainting: only the missing pixels are learnt (the observed ones are re-imposed when sampling).
+        missing = (1 - mask).expand_as(squared_error)
+        return {"loss": (squared_error * missing).sum() / missing.sum().clamp_min(1.0)}
+
+    @torch.no_grad()
+    def sample_generator(self, batch: dict) -> torch.Generator | None:
+        """The sampling noise's generator: seeded by the batch's "seed", else model.sampler.seed."""
+        seed = batch.get("seed", self.sampler["seed"])
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def sample_x0(
+        self, x1: torch.Tensor, generator=None, mask=None, clip: float | None = None
+    ) -> torch.Tensor:
+        """I2SB sampling (Liu et al. 2023, Alg. 2) from x1 over model.sampler.steps NFE, unclamped."""
+
+        def predict_x0(x_n: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+            return self.bridge.predict_x0(step, x_n, self.network_output(x_n, step, x1), clip=clip)
+
+        nfe, ot_ode = self.sampler["steps"], self.sampler["ot_ode"]
+        return self.bridge.sample(x1, predict_x0, nfe, ot_ode=ot_ode, generator=generator, mask=mask)
+
+    def generate(self, batch: dict) -> torch.Tensor:
+        generator = self.sample_generator(batch)
+        x1, mask = self.degraded_endpoint(batch, generator)
+        clip = 1.0 if self.sampler["clip_denoised"] else None
+        return self.sample_x0(x1, generator, mask, clip).clamp(-1.0, 1.0)

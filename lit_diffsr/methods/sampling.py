@@ -3,8 +3,9 @@
 `diffusion` keys: schedule (linear | cosine | sqrt_linear | linspace), num_timesteps, schedule_kwargs (e.g.
 beta_start / beta_end), prediction (eps | x0 | v), variance (fixed_small | fixed_large | learned_range),
 loss (mse | l1 | hybrid), timestep_sampler (uniform | loss_aware).
-`sampler` keys: name (ancestral | ddim), steps (null = every training step, "ddim50", "250", or per-section
-counts: respacing re-derives the betas of the kept steps), eta (DDIM), clip_denoised.
+`sampler` keys: name (ancestral | ddim | dpm_solver_pp), steps (null = every training step, "ddim50", "250",
+per-section counts, or "quadN" for N steps on DDIM's quadratic spacing, which DPM-Solver++ wants at few
+steps: respacing re-derives the betas of the kept steps), eta (DDIM), clip_denoised.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from lit_diffsr.diffusion import (
     LossSecondMomentSampler,
     UniformSampler,
     get_beta_schedule,
+    quadratic_respacing,
     sample_ancestral,
     sample_ddim,
+    sample_dpm_solver_pp,
 )
 from lit_diffsr.errors import ConfigError
 
@@ -32,6 +35,7 @@ DIFFUSION_DEFAULTS = {
     "loss": "hybrid",
     "timestep_sampler": "uniform",
 }
+SAMPLERS = {"ancestral": sample_ancestral, "ddim": sample_ddim, "dpm_solver_pp": sample_dpm_solver_pp}
 SAMPLER_DEFAULTS = {"name": "ddim", "steps": "ddim50", "eta": 0.0, "clip_denoised": True}
 
 
@@ -62,14 +66,19 @@ class DiffusionSetup:
             raise ConfigError(
                 f"model.diffusion.timestep_sampler={c['timestep_sampler']!r}; use 'uniform' or 'loss_aware'"
             )
-        if self.sampler["name"] not in ("ancestral", "ddim"):
-            raise ConfigError(f"model.sampler.name={self.sampler['name']!r}; use 'ancestral' or 'ddim'")
+        if self.sampler["name"] not in SAMPLERS:
+            raise ConfigError(f"model.sampler.name={self.sampler['name']!r}; use one of {sorted(SAMPLERS)}")
         self.set_sampling_steps(self.sampler["steps"])
 
     def set_sampling_steps(self, steps) -> None:
         """Respace the sampling process (`steps` as in improved-DDPM's space_timesteps; None = all steps)."""
         self.sampler["steps"] = steps
-        self.sampling_process = self.process if steps in (None, "") else self.process.respaced(steps)
+        if steps in (None, ""):
+            self.sampling_process = self.process
+        elif isinstance(steps, str) and steps.startswith("quad"):
+            self.sampling_process = quadratic_respacing(self.process, int(steps[len("quad") :]))
+        else:
+            self.sampling_process = self.process.respaced(steps)
 
     def training_losses(self, model_fn: Callable, x0: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
         t, weights = self.timestep_sampler.sample(len(x0), x0.device)
@@ -89,4 +98,4 @@ class DiffusionSetup:
         common = {"generator": generator, "clip_denoised": self.sampler["clip_denoised"], **kwargs}
         if self.sampler["name"] == "ddim":
             return sample_ddim(self.sampling_process, model_fn, noise, eta=self.sampler["eta"], **common)
-        return sample_ancestral(self.sampling_process, model_fn, noise, **common)
+        return SAMPLERS[self.sampler["name"]](self.sampling_process, model_fn, noise, **common)

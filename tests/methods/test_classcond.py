@@ -118,3 +118,18 @@ def test_load_method_errors_name_the_file(tmp_path):
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ConfigError, match="not written by lit_diffsr"):
         load_method(foreign)
+
+
+@pytest.mark.parametrize(
+    "sampler", [{"name": "dpm_solver_pp", "steps": "quad6"}, {"name": "ancestral", "steps": "5"}]
+)
+def test_every_configured_sampler_generates(sampler):
+    method = make_method(sampler=sampler)
+    assert method.setup_diffusion.sampling_process.num_timesteps == int(sampler["steps"].removeprefix("quad"))
+    samples = method.generate({**batch(2), "seed": 1})
+    assert samples.shape == (2, 3, 8, 8) and torch.isfinite(samples).all()
+
+
+def test_unknown_sampler_names_the_config_key():
+    with pytest.raises(ConfigError, match="model.sampler.name"):
+        DiffusionSetup({}, {"name": "heun"})

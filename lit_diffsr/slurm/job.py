@@ -28,14 +28,13 @@ def slurm_run_name(off_cluster: str | None) -> str | None:
     return off_cluster if job_id is None else f"slurm-{job_id}"
 
 
-def wandb_run_id(output_dir: str) -> str | None:
-    """W&B run id of a Slurm job: its job id plus a digest of its run directory (unique per sub-run of a
-    multirun and per cluster filesystem); None off-cluster, where W&B draws a fresh id."""
+def wandb_run_id(output_dir: str, command: str = "fit") -> str:
+    """W&B run id, stable across restarts of the same run: a digest of its run directory and command, so
+    `fit ... ckpt_path=last` (or a requeued Slurm job, whose directory is fixed by its job id) continues the
+    same W&B run, while `test` in that directory gets a run of its own. Prefixed by the job id on Slurm."""
+    digest = hashlib.sha1(f"{os.path.abspath(output_dir)}|{command}".encode()).hexdigest()[:12]
     job_id = slurm_job_id()
-    if job_id is None:
-        return None
-    digest = hashlib.sha1(os.path.abspath(output_dir).encode()).hexdigest()[:8]
-    return f"slurm-{job_id}-{digest}"
+    return f"{command}-{digest}" if job_id is None else f"slurm-{job_id}-{command}-{digest}"
 
 
 def register_resolvers() -> None:

@@ -39,7 +39,10 @@ def test_run_directory_and_wandb_id_are_fixed_per_job(monkeypatch, tmp_path):
     )
     for name in [key for key in os.environ if key.startswith("SLURM_")]:
         monkeypatch.delenv(name)
-    assert (config.dir, config.id) == ("stamp", None)  # off-cluster: the timestamp, a fresh W&B id
+    # Off-cluster: the timestamp; the W&B id still follows the run directory and command, so a resumed fit
+    # continues its W&B run and a `test` in the same directory gets its own.
+    assert config.dir == "stamp" and config.id == wandb_run_id("/r") and config.id.startswith("fit-")
+    assert wandb_run_id("/r", "test") != config.id
     for name, value in ARRAY_TASK.items():
         monkeypatch.setenv(name, value)
     config = OmegaConf.create(

@@ -109,11 +109,13 @@ class ImageMetrics(L.Callback):
         if scale is None:
             scale = target.shape[-1] // batch["lr"].shape[-1] if batch.get("lr") is not None else 1
         shave = scale if self.shave is None else self.shave
-        values = {
-            "psnr": psnr(samples, target, (-1.0, 1.0), shave=shave),
-            "psnr_y": psnr(samples, target, (-1.0, 1.0), y_channel=True, shave=shave),
-        }
-        if min(target.shape[-2:]) - 2 * shave >= SSIM_WINDOW:  # tiny (smoke-test) images have no SSIM
+        values = {}
+        # Tiny (smoke-test) images may leave no pixels after the shave, or too few for SSIM's window.
+        kept = min(target.shape[-2:]) - 2 * shave
+        if kept > 0:
+            values["psnr"] = psnr(samples, target, (-1.0, 1.0), shave=shave)
+            values["psnr_y"] = psnr(samples, target, (-1.0, 1.0), y_channel=True, shave=shave)
+        if kept >= SSIM_WINDOW:
             values["ssim"] = ssim(samples, target, (-1.0, 1.0), shave=shave)
             values["ssim_y"] = ssim(samples, target, (-1.0, 1.0), y_channel=True, shave=shave)
         if self.lpips is not None:

@@ -85,6 +85,15 @@ def test_image_metrics_prefix_by_stage_and_skip_missing_inputs():
     assert run("validate", SamplingStub(sampled_batches=0), ImageMetrics(scale=2), loader) == {}
 
 
+def test_images_too_small_for_the_shave_or_window_log_what_they_can():
+    # 16x16 at x8 (a smoke run of an x8 experiment): the shave leaves nothing, only consistency is defined
+    logged = run("validate", SamplingStub(), ImageMetrics(scale=8), toy_loader(size=16, scale=8))
+    assert set(logged) == {"val/consistency"}
+    # 16x16 at x4: the 8x8 left after the shave has a PSNR but is smaller than SSIM's 11x11 window
+    logged = run("validate", SamplingStub(), ImageMetrics(scale=4), toy_loader(size=16, scale=4))
+    assert set(logged) == {"val/psnr", "val/psnr_y", "val/consistency"}
+
+
 def test_feature_moments_merge_like_processes_and_equal_direct_statistics():
     features = torch.from_numpy(np.random.default_rng(0).normal(size=(10, 8)))
     first, second = FeatureMoments(dim=8), FeatureMoments(dim=8)

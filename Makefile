@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# ckpt_path=auto: a second `make demo` resumes the first run (finished: nothing to train) instead of mixing two.
 demo: $(STAMP)
-	$(PY) -m lit_diffsr fit experiment=quickstart paths.output_dir=$(DEMO_DIR)
+	$(PY) -m lit_diffsr fit experiment=quickstart paths.output_dir=$(DEMO_DIR) ckpt_path=auto
 	$(PY) -m lit_diffsr predict experiment=quickstart paths.output_dir=$(DEMO_DIR) ckpt_path=last
 
 test: $(STAMP)

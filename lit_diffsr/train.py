@@ -55,6 +55,17 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, command: str = "f
     return str(path)
 
 
+def refuse_to_mix_runs(output_dir: Path) -> None:
+    """A fresh fit into a directory that holds another run's checkpoints would interleave the two runs'
+    checkpoints and metrics: stop before anything is written (the earlier config is also in hparams.yaml)."""
+    found = sorted(output_dir.glob("checkpoints/*.ckpt")) + sorted(output_dir.glob("hpc_ckpt_*.ckpt"))
+    if found:
+        raise ConfigError(
+            f"paths.output_dir={output_dir} already holds a run ({found[0].name}, {len(found)} checkpoint(s)): "
+            "resume it with ckpt_path=last, or start afresh with another paths.output_dir"
+        )
+
+
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     callbacks = []
     for key, spec in (cfg.get("callbacks") or {}).items():
@@ -75,6 +86,8 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, cfg.command)
+    if cfg.command == "fit" and ckpt_path is None:
+        refuse_to_mix_runs(output_dir)
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)

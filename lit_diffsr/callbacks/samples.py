@@ -60,14 +60,29 @@ class SampleGrid(L.Callback):
         log_image(trainer, "val/samples", grid, trainer.global_step)
 
 
+def unused_directory(path: Path) -> Path:
+    """`path` when it is absent or empty, else the first absent or empty `path-2`, `path-3`, ..."""
+    candidate, number = path, 1
+    while candidate.is_dir() and any(candidate.iterdir()):
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
+
+
 class SampleWriter(BasePredictionWriter):
-    """Writes each predicted image as `<dirpath>/<name>.png` and all of them as `<dirpath>/grid.png`."""
+    """Writes each predicted image as `<dirpath>/<name>.png` and all of them as `<dirpath>/grid.png`.
+
+    A directory that already holds images (an earlier predict of the run, say with another sampler) is kept:
+    this run writes to `<dirpath>-2` (then -3, ...), chosen by rank 0 for every process."""
 
     def __init__(self, dirpath: str, nrow: int = 8):
         super().__init__(write_interval="batch")
         self.dirpath = Path(dirpath)
         self.nrow = nrow
         self._images: list[torch.Tensor] = []
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.dirpath = Path(trainer.strategy.broadcast(str(unused_directory(self.dirpath))))
 
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
         self._images = []

@@ -22,19 +22,21 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """model_fn(x_t, model_t) -> raw network output; model_t = diffusion.timestep_map[t]."""
 
 
-def space_timesteps(num_timesteps: int, section_counts: str | Sequence[int]) -> list[int]:
+def space_timesteps(num_timesteps: int, section_counts: int | str | Sequence[int]) -> list[int]:
     """Steps of a T-step process to keep when respacing it (improved DDPM, Nichol & Dhariwal 2021 §4).
 
     Args:
         num_timesteps: T of the original process.
         section_counts: ``"ddimN"``: an integer stride giving exactly N steps (as DDIM, Song et al. 2021);
-            ``"250"`` or ``"10,15,20"``: a comma-separated string of counts; or a list of counts. The T
+            ``250``, ``"250"`` or ``"10,15,20"``: one count or comma-separated counts; or a list of counts. The T
             steps are split into len(counts) sections of near-equal size (the first ones get the
             remainder) and each section keeps its count of evenly strided steps, ends included.
 
     Returns:
         The sorted original indices to keep.
     """
+    if isinstance(section_counts, int):  # `steps=100` on the command line arrives as an int
+        section_counts = [section_counts]
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
             desired = int(section_counts[len("ddim"):])
@@ -378,7 +380,7 @@ class GaussianDiffusion:
                 "mse": torch.stack(eps_errors, dim=1)}
 
     # ------------------------------------------------------------------------------- respacing
-    def respaced(self, section_counts: str | Sequence[int]) -> "GaussianDiffusion":
+    def respaced(self, section_counts: int | str | Sequence[int]) -> "GaussianDiffusion":
         """A process on a subset of the steps that keeps abar_t at the kept steps (Nichol & Dhariwal §4).
 
         New betas: beta'_i = 1 - abar_{k_i} / abar_{k_{i-1}} over the kept steps k (see ``space_timesteps``);

@@ -41,6 +41,27 @@ def build_net(net: Any) -> torch.nn.Module:
     return instantiate(as_dict(net))
 
 
+VALIDATION_SEED = 20_221_115  # any fixed number: validation noise is the same at every validation
+
+
+def rng_states() -> dict:
+    """Every global RNG stream a run draws from: torch (CPU and CUDA), NumPy, Python."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def load_method(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionMethod:
     """Load any trained method from its checkpoint alone (EMA weights: they are the checkpoint's state_dict).
 
@@ -160,25 +181,29 @@ class DiffusionMethod(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    # Validation draws its noise (loss terms, samples) from a stream of its own, seeded afresh every time: the
+    # training stream is then the same whether a validation ran or not (a run requeued between a step and its
+    # validation resumes without it), and losses and sample grids compare across validations.
+    def on_validation_epoch_start(self) -> None:
+        self._training_rng_states = rng_states()
+        torch.manual_seed(VALIDATION_SEED + self.global_rank)
+
+    def on_validation_epoch_end(self) -> None:
+        set_rng_states(self._training_rng_states)
+
     # Exact resume: the RNG streams continue where the interrupted run left them.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lit_diffsr_method"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        states = rng_states()
         # Stored as tensors and plain tuples so the checkpoint loads with torch.load(weights_only=True).
-        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian),
-            "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        }
+        kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
+        states["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)
+        checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         states = checkpoint.get("rng_states")
         if not states or self._trainer is None or self._trainer.state.fn != "fit":
             return
-        torch.set_rng_state(states["torch"])
         kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
-        random.setstate(states["python"])
-        if states["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
+        set_rng_states({**states, "numpy": (kind, keys.numpy().astype(np.uint32), position, has_gauss,
+                                            cached_gaussian)})

@@ -186,6 +186,8 @@ def test_space_timesteps_sections() -> None:
     # 10 steps in sections of 4, 3, 3 keeping 2, 1, 3: ends of each section, strided evenly.
     assert space_timesteps(10, "2,1,3") == [0, 3, 4, 7, 8, 9]
     assert space_timesteps(10, [2, 1, 3]) == [0, 3, 4, 7, 8, 9]
+    # a bare count (what `model.sampler.steps=100` on the command line gives) is one section
+    assert space_timesteps(10, 4) == space_timesteps(10, "4") == [0, 3, 6, 9]
 
 
 def test_nll_bpd_adds_up_and_prefers_the_true_denoiser() -> None:

@@ -79,7 +79,20 @@ def test_fit_resume_predict(cli, tmp_path):
     )
     written = sorted((run / "samples" / "predict").glob("sample*.png"))
     assert len(written) == 3
-    assert (run / "samples" / "predict" / "grid.png").is_file()
+    grid = run / "samples" / "predict" / "grid.png"
+    first_grid = grid.read_bytes()
+    # a second predict (here another sampler, given as a bare count) leaves the first one's images alone
+    result = cli("predict", "experiment=quickstart", *SMALL, f"paths.output_dir={run}", "ckpt_path=last",
+                 "model.predict.num_samples=3", "model.sampler.name=ancestral", "model.sampler.steps=5")
+    assert grid.read_bytes() == first_grid
+    assert len(list((run / "samples" / "predict-2").glob("sample*.png"))) == 3
+    assert str(run / "samples" / "predict-2" / "grid.png") in result.stdout + result.stderr
+
+    # a new fit into a run that has checkpoints is refused: it would mix two runs' checkpoints and metrics
+    refused = cli("fit", *common, "trainer.max_steps=2", check=False)
+    assert refused.returncode != 0 and "ckpt_path=last" in refused.stderr and "paths.output_dir" in refused.stderr
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "global_step"] == 6
 
 
 def test_metrics_csv_written(cli, tmp_path):

@@ -133,3 +133,18 @@ def test_every_configured_sampler_generates(sampler):
 def test_unknown_sampler_names_the_config_key():
     with pytest.raises(ConfigError, match="model.sampler.name"):
         DiffusionSetup({}, {"name": "heun"})
+
+
+def test_validation_noise_is_its_own_and_leaves_the_training_stream_alone():
+    method = make_method(sampler={"name": "ancestral", "steps": "5"})
+    torch.manual_seed(123)
+    training_draw = torch.rand(3)  # what the next training step would draw with no validation in between
+    torch.manual_seed(123)
+    validations = []
+    for _ in range(2):
+        method.on_validation_epoch_start()
+        validations.append((method.compute_losses(batch())["loss"], method.generate(batch())))
+        method.on_validation_epoch_end()
+    assert torch.equal(torch.rand(3), training_draw)
+    # the same noise at every validation: losses and grids compare across steps
+    assert torch.equal(validations[0][0], validations[1][0]) and torch.equal(validations[0][1], validations[1][1])

@@ -61,7 +61,8 @@ def refuse_to_mix_runs(output_dir: Path) -> None:
     found = sorted(output_dir.glob("checkpoints/*.ckpt")) + sorted(output_dir.glob("hpc_ckpt_*.ckpt"))
     if found:
         raise ConfigError(
-            f"paths.output_dir={output_dir} already holds a run ({found[0].name}, {len(found)} checkpoint(s)): "
+            f"paths.output_dir={output_dir} already holds a run ({found[0].name}, {len(found)} "
+            "checkpoint(s)): "
             "resume it with ckpt_path=last, or start afresh with another paths.output_dir"
         )
 

@@ -28,7 +28,7 @@ def space_timesteps(num_timesteps: int, section_counts: int | str | Sequence[int
     Args:
         num_timesteps: T of the original process.
         section_counts: ``"ddimN"``: an integer stride giving exactly N steps (as DDIM, Song et al. 2021);
-            ``250``, ``"250"`` or ``"10,15,20"``: one count or comma-separated counts; or a list of counts. The T
+            ``250``, ``"250"`` or ``"10,15,20"``: one count or comma-separated counts, or a list. The T
             steps are split into len(counts) sections of near-equal size (the first ones get the
             remainder) and each section keeps its count of evenly strided steps, ends included.
 

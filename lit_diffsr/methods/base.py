@@ -181,9 +181,9 @@ class DiffusionMethod(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    # Validation draws its noise (loss terms, samples) from a stream of its own, seeded afresh every time: the
-    # training stream is then the same whether a validation ran or not (a run requeued between a step and its
-    # validation resumes without it), and losses and sample grids compare across validations.
+    # Validation draws its noise (loss terms, samples) from a stream of its own, seeded afresh every time:
+    # the training stream is then the same whether a validation ran or not (a run requeued between a step
+    # and its validation resumes without it), and losses and sample grids compare across validations.
     def on_validation_epoch_start(self) -> None:
         self._training_rng_states = rng_states()
         torch.manual_seed(VALIDATION_SEED + self.global_rank)

@@ -90,7 +90,8 @@ def test_fit_resume_predict(cli, tmp_path):
 
     # a new fit into a run that has checkpoints is refused: it would mix two runs' checkpoints and metrics
     refused = cli("fit", *common, "trainer.max_steps=2", check=False)
-    assert refused.returncode != 0 and "ckpt_path=last" in refused.stderr and "paths.output_dir" in refused.stderr
+    assert refused.returncode != 0
+    assert "ckpt_path=last" in refused.stderr and "paths.output_dir" in refused.stderr
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
         "global_step"] == 6
 

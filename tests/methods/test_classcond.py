@@ -147,4 +147,5 @@ def test_validation_noise_is_its_own_and_leaves_the_training_stream_alone():
         method.on_validation_epoch_end()
     assert torch.equal(torch.rand(3), training_draw)
     # the same noise at every validation: losses and grids compare across steps
-    assert torch.equal(validations[0][0], validations[1][0]) and torch.equal(validations[0][1], validations[1][1])
+    (first_loss, first_samples), (second_loss, second_samples) = validations
+    assert torch.equal(first_loss, second_loss) and torch.equal(first_samples, second_samples)

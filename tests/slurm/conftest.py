@@ -84,8 +84,8 @@ def slurm_env(tmp_path_factory):
                 pytest.fail(f"the Slurm node did not come up; see {root}/slurmctld.log and slurmd.log")
             time.sleep(0.5)
         if daemons[0].poll() is not None:  # the node answered another cluster's controller
-            pytest.fail(f"slurmctld exited ({daemons[0].returncode}): is another Slurm (or test worker) using "
-                        f"port 6817? see {root}/slurmctld.log")
+            pytest.fail(f"slurmctld exited ({daemons[0].returncode}): is another Slurm (or test worker) "
+                        f"using port 6817? see {root}/slurmctld.log")
         yield env
     finally:
         for daemon in reversed(daemons):

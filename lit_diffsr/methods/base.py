@@ -196,14 +196,13 @@ class DiffusionMethod(L.LightningModule):
         checkpoint["lit_diffsr_method"] = f"{type(self).__module__}.{type(self).__qualname__}"
         states = rng_states()
         # Stored as tensors and plain tuples so the checkpoint loads with torch.load(weights_only=True).
-        kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
-        states["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)
+        kind, keys, *rest = states["numpy"]
+        states["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), *rest)
         checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         states = checkpoint.get("rng_states")
         if not states or self._trainer is None or self._trainer.state.fn != "fit":
             return
-        kind, keys, position, has_gauss, cached_gaussian = states["numpy"]
-        set_rng_states({**states, "numpy": (kind, keys.numpy().astype(np.uint32), position, has_gauss,
-                                            cached_gaussian)})
+        kind, keys, *rest = states["numpy"]
+        set_rng_states({**states, "numpy": (kind, keys.numpy().astype(np.uint32), *rest)})

@@ -147,7 +147,9 @@ class AttentionBlock(nn.Module):
         batch, channels, height, width = x.shape
         # (B, 3C, H, W) -> 3 x (B, heads, H*W, C/heads)
         qkv = self.qkv(self.norm(x)).reshape(batch, 3, self.num_heads, channels // self.num_heads, -1)
-        query, key, value = qkv.transpose(-1, -2).unbind(dim=1)
+        # Contiguous (..., H*W, C/heads) blocks: SDPA's fused CPU kernel needs them, else it falls back to
+        # the slower math path (benchmarks/README.md).
+        query, key, value = qkv.transpose(-1, -2).contiguous().unbind(dim=1)
         attended = F.scaled_dot_product_attention(query, key, value)  # Vaswani et al. 2017, eq. 1
         attended = attended.transpose(-1, -2).reshape(batch, channels, height, width)
         return x + self.proj_out(attended)

@@ -8,17 +8,7 @@ from torch import nn
 from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.i2sb import I2SB, load_net_weights
-
-TINY_UNET = {
-    "_target_": "lit_diffsr.nets.UNet",
-    "image_size": 16,
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_res_blocks": 1,
-    "attention_resolutions": [8],
-    "num_heads": 1,
-    "norm_groups": 4,
-}
+from tests.tiny_nets import TINY_UNET
 
 
 class PerfectPredictor(nn.Module):

@@ -7,26 +7,8 @@ import torch
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.latent_i2sb import LatentI2SB
-
-AUTOENCODER = {
-    "_target_": "lit_diffsr.nets.autoencoder.AutoencoderKL",
-    "image_size": 16,
-    "latent_channels": 4,
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_res_blocks": 1,
-    "norm_groups": 4,
-}
-UNET = {
-    "_target_": "lit_diffsr.nets.UNet",
-    "image_size": 16,
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_res_blocks": 1,
-    "attention_resolutions": [8],
-    "num_heads": 1,
-    "norm_groups": 4,
-}
+from tests.tiny_nets import TINY_AUTOENCODER as AUTOENCODER
+from tests.tiny_nets import TINY_UNET as UNET
 
 
 def make_latent_i2sb(**kwargs) -> LatentI2SB:

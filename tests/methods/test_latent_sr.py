@@ -13,26 +13,9 @@ from lit_diffsr.methods import load_method
 from lit_diffsr.methods.autoencoder import estimate_latent_scale, frozen_autoencoder
 from lit_diffsr.methods.ldm_sr import LatentDiffusionSR
 from lit_diffsr.pipelines.tiling import tiled_apply
+from tests.tiny_nets import TINY_AUTOENCODER as AUTOENCODER
+from tests.tiny_nets import TINY_UNET as UNET
 
-AUTOENCODER = {
-    "_target_": "lit_diffsr.nets.autoencoder.AutoencoderKL",
-    "image_size": 16,
-    "latent_channels": 4,
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_res_blocks": 1,
-    "norm_groups": 4,
-}
-UNET = {
-    "_target_": "lit_diffsr.nets.UNet",
-    "image_size": 16,
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_res_blocks": 1,
-    "attention_resolutions": [8],
-    "num_heads": 1,
-    "norm_groups": 4,
-}
 DIFFUSION = {"schedule": "linear", "num_timesteps": 100, "variance": "fixed_small", "loss": "mse"}
 SAMPLER = {"name": "ddim", "steps": "ddim4", "eta": 0.0, "clip_denoised": False}
 

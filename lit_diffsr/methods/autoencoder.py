@@ -125,12 +125,7 @@ class AutoencoderMethod(DiffusionMethod):
         autoencoder = super().configure_optimizers()
         if self.discriminator is None:
             return autoencoder
-        discriminator = torch.optim.AdamW(
-            self.discriminator.parameters(),
-            lr=self.optim["lr"],
-            betas=tuple(self.optim["betas"]),
-            weight_decay=self.optim["weight_decay"],
-        )
+        discriminator = self.adamw(self.discriminator.parameters(), weight_decay=self.optim["weight_decay"])
         return [autoencoder["optimizer"], discriminator], [autoencoder["lr_scheduler"]]
 
     @property

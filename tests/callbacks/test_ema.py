@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch.utils.data import DataLoader, TensorDataset
 
-from lit_diffsr.callbacks.ema import ForeachEMA
+from lit_diffsr.callbacks.ema import ForeachEMA, _ForeachEMAModel, warmed_up_decay
 
 torch.set_num_threads(1)
 
@@ -48,7 +48,7 @@ def average_state(callback) -> dict[str, torch.Tensor]:
 
 def test_same_average_and_checkpoint_as_lightning(tmp_path: Path) -> None:
     reference_trainer, _ = fit(EMAWeightAveraging(decay=0.9), 5, tmp_path / "reference")
-    foreach_trainer, _ = fit(ForeachEMA(decay=0.9), 5, tmp_path / "foreach")
+    foreach_trainer, _ = fit(ForeachEMA(decay=0.9, warmup=False), 5, tmp_path / "foreach")
     reference = average_state(reference_trainer.callbacks[0])
     foreach = average_state(foreach_trainer.callbacks[0])
     assert reference.keys() == foreach.keys()
@@ -72,16 +72,42 @@ def test_resume_from_a_checkpoint_matches_lightning(tmp_path: Path) -> None:
     # Each callback resumes from its own checkpoint; the restored average (n_averaged > 0, so no fresh
     # copy) must then move exactly as Lightning's does.
     states = []
-    for callback_class in (EMAWeightAveraging, ForeachEMA):
-        root = tmp_path / callback_class.__name__
-        first, _ = fit(callback_class(decay=0.8), 3, root)
+    for make in (lambda: EMAWeightAveraging(decay=0.8), lambda: ForeachEMA(decay=0.8, warmup=False)):
+        root = tmp_path / type(make()).__name__
+        first, _ = fit(make(), 3, root)
         first.save_checkpoint(root / "half.ckpt")
-        resumed, _ = fit(callback_class(decay=0.8), 6, root, ckpt_path=str(root / "half.ckpt"))
+        resumed, _ = fit(make(), 6, root, ckpt_path=str(root / "half.ckpt"))
         states.append(average_state(resumed.callbacks[0]))
     reference, foreach = states
     assert int(foreach["n_averaged"]) == 6
     for name in reference:
         torch.testing.assert_close(foreach[name], reference[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_warmup_decay_follows_the_update_count_and_resumes_exactly() -> None:
+    net = torch.nn.Linear(2, 1)
+
+    def update(average: _ForeachEMAModel, updates: range) -> None:
+        for index in updates:
+            with torch.no_grad():
+                net.weight.fill_(float(index**2))
+            average.update_parameters(net)
+
+    average, expected = _ForeachEMAModel(net, "cpu", use_buffers=True, decay=0.99), None
+    for index in range(6):
+        update(average, range(index, index + 1))
+        decay = min(0.99, (1 + index) / (10 + index))  # update 0 copies
+        expected = net.weight.clone() if index == 0 else decay * expected + (1 - decay) * net.weight
+        torch.testing.assert_close(average.module.weight, expected, rtol=1e-6, atol=1e-6)
+    assert warmed_up_decay(0.9999, 10**6) == 0.9999
+
+    # A restored average continues the schedule from its update count (a restart would copy the weights).
+    first = _ForeachEMAModel(net, "cpu", use_buffers=True, decay=0.99)
+    update(first, range(3))
+    resumed = _ForeachEMAModel(net, "cpu", use_buffers=True, decay=0.99)
+    resumed.load_state_dict(first.state_dict())
+    update(resumed, range(3, 6))
+    torch.testing.assert_close(resumed.module.weight, average.module.weight, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_decay_is_named() -> None:

@@ -95,7 +95,7 @@ def test_sr3_chain_with_the_exact_denoiser_returns_the_condition(sampler, steps)
                  scale_factor=2).eval()
     batch = sr_batch()
     out = method.generate({**batch, "seed": 0})
-    # atol: the level reaches the net as float32 t = 1000 sqrt(g), whose rounding near g = 1 limits the exact eps
+    # atol: the net gets the level as float32 t = 1000 sqrt(g); its rounding near g = 1 bounds the exact eps
     torch.testing.assert_close(out, method.condition(batch["lr"]), rtol=0, atol=5e-3)
 
 

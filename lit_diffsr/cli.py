@@ -103,6 +103,26 @@ def hydra_arguments(args: list[str], extra_override: str) -> list[str]:
     return [*flags, *overrides, extra_override]
 
 
+def refuse_to_mix_named_run(overrides: list[str]) -> None:
+    """`fit paths.output_dir=DIR` (no resume) into a DIR that holds a run: stop before Hydra starts, since
+    Hydra would first replace DIR/.hydra, that run's composed config. Sweeps and interpolated paths are
+    left to the same check in `train.run` (after Hydra's write)."""
+    from lit_diffsr.errors import ConfigError
+    from lit_diffsr.slurm.job import slurm_job_id
+    from lit_diffsr.train import refuse_to_mix_runs
+
+    values = dict(token.split("=", 1) for token in overrides if "=" in token and not token.startswith("-"))
+    directory = values.get("paths.output_dir")
+    resumes = values.get("ckpt_path", "null") not in ("null", "") or slurm_job_id() is not None
+    if not directory or "${" in directory or resumes or {"-m", "--multirun"} & set(overrides):
+        return
+    try:
+        refuse_to_mix_runs(Path(directory))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -112,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     if command in TRAINER_COMMANDS:
         from lit_diffsr.train import hydra_entry
 
+        if command == "fit":
+            refuse_to_mix_named_run(rest)
         # Hydra parses sys.argv: hand it the overrides plus the command as a config value.
         sys.argv = [f"lit_diffsr {command}", *hydra_arguments(rest, f"command={command}")]
         hydra_entry()

@@ -57,13 +57,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, command: str = "f
 
 def refuse_to_mix_runs(output_dir: Path) -> None:
     """A fresh fit into a directory that holds another run's checkpoints would interleave the two runs'
-    checkpoints and metrics: stop before anything is written (the earlier config is also in hparams.yaml)."""
+    checkpoints and metrics: stop before the run writes anything (the CLI checks a named directory before
+    Hydra writes its .hydra/ too, see `cli.refuse_to_mix_named_run`)."""
     found = sorted(output_dir.glob("checkpoints/*.ckpt")) + sorted(output_dir.glob("hpc_ckpt_*.ckpt"))
     if found:
         raise ConfigError(
-            f"paths.output_dir={output_dir} already holds a run ({found[0].name}, {len(found)} "
-            "checkpoint(s)): "
-            "resume it with ckpt_path=last, or start afresh with another paths.output_dir"
+            f"paths.output_dir={output_dir} already holds a run ({len(found)} checkpoint(s), e.g. "
+            f"{found[0].name}): resume it with ckpt_path=last, or start afresh with another paths.output_dir"
         )
 
 

@@ -89,11 +89,13 @@ def test_fit_resume_predict(cli, tmp_path):
     assert str(run / "samples" / "predict-2" / "grid.png") in result.stdout + result.stderr
 
     # a new fit into a run that has checkpoints is refused: it would mix two runs' checkpoints and metrics
-    refused = cli("fit", *common, "trainer.max_steps=2", check=False)
+    config = (run / ".hydra" / "config.yaml").read_text()
+    refused = cli("fit", *common, "trainer.max_steps=2", "seed=7", check=False)
     assert refused.returncode != 0
     assert "ckpt_path=last" in refused.stderr and "paths.output_dir" in refused.stderr
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)[
         "global_step"] == 6
+    assert (run / ".hydra" / "config.yaml").read_text() == config  # the run's composed config is kept too
 
 
 def test_metrics_csv_written(cli, tmp_path):

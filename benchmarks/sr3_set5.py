@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"`python benchmarks/sr3_set5.py --cpu-minutes {args.cpu_minutes:g} --threads {args.threads} "
         f"--steps {args.steps} --crop {args.crop}`: "
-        f"{steps} training steps (batch 16, 64x64 HR crops of the bundled photographs, EMA 0.999 with warm-up), "
+        f"{steps} training steps (batch 16, 64x64 HR crops of the bundled photographs, "
+        "EMA 0.999 with warm-up), "
         f"UNet {sum(p.numel() for p in method.net.parameters()) / 1e6:.2f} M parameters, DDIM sampling "
         f"({args.steps}, eta 0). Y-channel PSNR (dB) / SSIM, 4 pixels shaved, "
         f"{f'centre {args.crop}x{args.crop} HR crops' if args.crop else 'whole images'}.",

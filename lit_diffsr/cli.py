@@ -108,16 +108,15 @@ def refuse_to_mix_named_run(overrides: list[str]) -> None:
     Hydra would first replace DIR/.hydra, that run's composed config. Sweeps and interpolated paths are
     left to the same check in `train.run` (after Hydra's write)."""
     from lit_diffsr.errors import ConfigError
-    from lit_diffsr.slurm.job import slurm_job_id
-    from lit_diffsr.train import refuse_to_mix_runs
+    from lit_diffsr.train import refuse_to_mix_runs, resolve_ckpt_path
 
     values = dict(token.split("=", 1) for token in overrides if "=" in token and not token.startswith("-"))
     directory = values.get("paths.output_dir")
-    resumes = values.get("ckpt_path", "null") not in ("null", "") or slurm_job_id() is not None
-    if not directory or "${" in directory or resumes or {"-m", "--multirun"} & set(overrides):
+    if not directory or "${" in directory or {"-m", "--multirun"} & set(overrides):
         return
     try:
-        refuse_to_mix_runs(Path(directory))
+        if resolve_ckpt_path(values.get("ckpt_path"), Path(directory), "fit") is None:
+            refuse_to_mix_runs(Path(directory))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -31,8 +31,7 @@ class _ForeachEMAModel(AveragedModel):
 
     def __init__(self, model: torch.nn.Module, device: Any, use_buffers: bool, decay: float,
                  warmup: bool = True) -> None:
-        super().__init__(model, device=device, use_buffers=use_buffers,
-                         multi_avg_fn=get_ema_multi_avg_fn(decay))
+        super().__init__(model, device=device, use_buffers=use_buffers)
         self.decay = decay
         self.warmup = warmup
         self._updates: int | None = None  # None: not read yet (a resumed run restores n_averaged)

@@ -8,17 +8,9 @@ from lit_diffsr.diffusion import sample_ddim
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.super_resolution import SR3, CascadeStage
 from lit_diffsr.nets import UNet
+from tests.tiny_nets import TINY_UNET
 
-TINY = {
-    "_target_": "lit_diffsr.nets.UNet",
-    "image_size": 16,
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_res_blocks": 1,
-    "attention_resolutions": [],
-    "norm_groups": 4,
-    "cond_channels": 3,
-}
+TINY = {**TINY_UNET, "attention_resolutions": [], "cond_channels": 3}
 
 
 class Spy(torch.nn.Module):

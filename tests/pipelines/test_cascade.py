@@ -10,16 +10,9 @@ from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.classcond import ClassConditionalDiffusion
 from lit_diffsr.methods.super_resolution import SR3, CascadeStage
 from lit_diffsr.pipelines import StageOptions, build_stages, sample_cascade, truncation_step
+from tests.tiny_nets import TINY_UNET
 
-TINY = {
-    "_target_": "lit_diffsr.nets.UNet",
-    "image_size": 8,
-    "model_channels": 8,
-    "channel_mult": [1, 2],
-    "num_res_blocks": 1,
-    "attention_resolutions": [],
-    "norm_groups": 4,
-}
+TINY = {**TINY_UNET, "image_size": 8, "attention_resolutions": []}
 FIXED = {"variance": "fixed_small", "loss": "mse"}
 NOISE = {"schedule": "cosine", "num_timesteps": 1000}
 ORACLE = GaussianOracle(torch.tensor([[[0.3, -0.3], [0.1, 0.0]]]), torch.full((1, 2, 2), 0.2))

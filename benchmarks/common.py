@@ -33,8 +33,19 @@ def load_average() -> str:
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min, {os.cpu_count()} cores)"
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def machine() -> str:
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({cpu_model()})"
     return (
         f"{device}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"python {platform.python_version()}"
@@ -57,6 +68,22 @@ def interleaved(
             if round_index >= warmup:
                 times[name].append(result if isinstance(result, float) else time.perf_counter() - start)
     return times
+
+
+def gemm_flops_per_second(device: str = "cpu", size: int = 2048, repeats: int = 5) -> float:
+    """Dense float32 matmul throughput (FLOP/s, best of `repeats`): the ceiling a conv net's step can reach.
+
+    Convolutions and attention are matmuls underneath; a step that spends its time in them cannot run its
+    FLOPs faster than a large square GEMM on the same threads."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms up the BLAS
+        start = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def median(values: list[float]) -> float:

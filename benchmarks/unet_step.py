@@ -8,9 +8,15 @@ conditioning, conv down / nearest+conv up, GroupNorm 32, no dropout), same batch
   level, linear attention where not "full"; we ask for full attention at 16x16 only) — the closest it gets,
   so its parameter count is stated next to its speed.
 Timed interleaved (one step of each, in turn), medians over rounds; images/s = batch / median step.
+Each net's matmul and convolution FLOPs per step (torch.utils.flop_counter) and a dense GEMM measured in
+the same run give the rate each net achieves and the ceiling: no implementation of these FLOPs on these
+threads runs faster than the GEMM, which bounds the ratio any framework can reach at this configuration.
 
     python -m benchmarks.unet_step [--batch 16] [--size 32] [--rounds 10] [--threads 2] [--device cpu]
-        [--channels-last] [--compile] [--bf16]
+        [--channels-last] [--compile] [--bf16] [--profile]
+
+`--profile` adds where each eager net's step goes (torch.profiler, self time): convolutions (forward and
+backward) with the rate they reach, attention, and everything else (norms, activations, optimiser, ...).
 """
 
 from __future__ import annotations
@@ -19,8 +25,17 @@ import argparse
 from collections.abc import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import interleaved, load_average, markdown_table, median, spread, write_results
+from benchmarks.common import (
+    gemm_flops_per_second,
+    interleaved,
+    load_average,
+    markdown_table,
+    median,
+    spread,
+    write_results,
+)
 from lit_diffsr.nets import UNet
 
 CHANNELS, MULTS, BLOCKS, HEAD_CHANNELS = 64, (1, 2, 2), 2, 32
@@ -105,6 +120,55 @@ def training_step(
     return step
 
 
+def step_flops(step: Callable[[], None]) -> int:
+    """Matmul / convolution / attention FLOPs of one call of `step` (forward, backward and all)."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+                   "aten::_slow_conv2d_backward")
+
+
+def step_profile(step: Callable[[], None], steps: int = 3) -> dict[str, float]:
+    """Seconds per step in convolutions, attention kernels and the rest, plus the convolutions' FLOP/s."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    conv_flops = sum(n for op, n in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            step()
+    events = profiler.key_averages()
+    seconds = {"total": 0.0, "convolution": 0.0, "attention": 0.0}
+    for event in events:
+        share = event.self_cpu_time_total / 1e6 / steps
+        seconds["total"] += share
+        if event.key in CONVOLUTION_OPS:
+            seconds["convolution"] += share
+        elif "scaled_dot_product" in event.key:
+            seconds["attention"] += share
+    seconds["rest"] = seconds["total"] - seconds["convolution"] - seconds["attention"]
+    seconds["convolution_flops_per_second"] = conv_flops / seconds["convolution"]
+    return seconds
+
+
+def profile_table(profiles: dict[str, dict[str, float]], gemm: float) -> str:
+    rows = []
+    for name, seconds in profiles.items():
+        conv_rate = seconds["convolution_flops_per_second"]
+        rows.append([
+            name,
+            f"{seconds['total']:.3f} s",
+            f"{seconds['convolution']:.3f} s ({100 * seconds['convolution'] / seconds['total']:.0f}%)",
+            f"{conv_rate / 1e9:.0f} ({100 * conv_rate / gemm:.0f}%)",
+            f"{seconds['attention']:.3f} s",
+            f"{seconds['rest']:.3f} s",
+        ])
+    header = ["net", "step", "convolutions", "conv GFLOP/s (of GEMM)", "attention", "rest"]
+    return markdown_table(header, rows)
+
+
 def parameter_count(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
@@ -121,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--channels-last", action="store_true", help="also time lit_diffsr, channels_last")
     parser.add_argument("--compile", action="store_true", help="also time lit_diffsr with torch.compile")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for every net")
+    parser.add_argument("--profile", action="store_true", help="also break each eager net's step down")
     parser.add_argument("--name", default="unet_step", help="results file name")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -147,7 +212,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
         for name, net in nets.items()
     }
+    # The variants of lit_diffsr's UNet run the same FLOPs; count the eager nets only.
+    flops = {name: step_flops(steps[name]) for name in nets if "," not in name}
+    flops.update({name: flops["lit_diffsr UNet"] for name in nets if name not in flops})
+    gemm_before = gemm_flops_per_second(args.device)
     times = interleaved(steps, args.rounds, warmup=2, synchronize=args.device.startswith("cuda"))
+    gemm = max(gemm_before, gemm_flops_per_second(args.device))
 
     medians = {name: median(values) for name, values in times.items()}
     peers = [name for name in nets if not name.startswith("lit_diffsr")]
@@ -156,21 +226,31 @@ def main(argv: list[str] | None = None) -> dict:
         [
             name,
             f"{parameter_count(nets[name]) / 1e6:.2f} M",
+            f"{flops[name] / 1e9:.1f}",
             spread(times[name]),
             f"{args.batch / medians[name]:.1f}",
+            f"{flops[name] / medians[name] / 1e9:.0f} ({100 * flops[name] / medians[name] / gemm:.0f}%)",
             f"{medians[fastest_peer] / medians[name]:.2f}",
         ]
         for name in nets
     ]
     ratio = medians[fastest_peer] / medians["lit_diffsr UNet"]
+    # lit_diffsr's FLOPs at the GEMM rate: the fastest step any implementation of this configuration can take.
+    ceiling = medians[fastest_peer] / (flops["lit_diffsr UNet"] / gemm)
     precision = "bf16 autocast" if args.bf16 else "fp32"
-    header = ["net", "parameters", "median step", "images/s", f"speed vs {fastest_peer}"]
+    header = [
+        "net", "parameters", "GFLOP / step", "median step", "images/s", "GFLOP/s (of GEMM)",
+        f"speed vs {fastest_peer}",
+    ]
     body = (
         f"Batch {args.batch}, {args.size}x{args.size}, device {args.device}, {precision}, "
-        f"{args.rounds} interleaved rounds after 2 warm-ups.\n\n"
+        f"{args.rounds} interleaved rounds after 2 warm-ups. Dense {precision} GEMM on the same threads: "
+        f"{gemm / 1e9:.0f} GFLOP/s.\n\n"
         + markdown_table(header, rows)
         + f"\n\nTarget: lit_diffsr >= 1.25x the faster peer. Measured {ratio:.2f}x: "
         + ("met." if ratio >= 1.25 else "MISSED.")
+        + f" Ceiling: lit_diffsr's {flops['lit_diffsr UNet'] / 1e9:.1f} GFLOP per step at the full GEMM "
+        f"rate would be {ceiling:.2f}x {fastest_peer}."
     )
     data = {
         "batch": args.batch,
@@ -178,10 +258,17 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device,
         "bf16": args.bf16,
         "parameters": {name: parameter_count(net) for name, net in nets.items()},
+        "flops_per_step": flops,
+        "gemm_flops_per_second": gemm,
+        "ceiling_ratio_vs_fastest_peer": ceiling,
         "step_seconds": times,
         "median_step_seconds": medians,
         "ratio_vs_fastest_peer": ratio,
     }
+    if args.profile:
+        data["profile"] = {name: step_profile(steps[name]) for name in nets if "," not in name}
+        body += "\n\nWhere the step goes (torch.profiler self time per step, 3 steps):\n\n"
+        body += profile_table(data["profile"], gemm)
     write_results(args.name, "UNet training step against peers", body, data, load_before)
     return data
 

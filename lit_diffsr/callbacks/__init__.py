@@ -1,5 +1,6 @@
 from lit_diffsr.callbacks.ema import ForeachEMA
 from lit_diffsr.callbacks.metrics import FIDCallback, ImageMetrics
+from lit_diffsr.callbacks.progress import ProgressBar
 from lit_diffsr.callbacks.samples import SampleGrid, SampleWriter
 
-__all__ = ["FIDCallback", "ForeachEMA", "ImageMetrics", "SampleGrid", "SampleWriter"]
+__all__ = ["FIDCallback", "ForeachEMA", "ImageMetrics", "ProgressBar", "SampleGrid", "SampleWriter"]

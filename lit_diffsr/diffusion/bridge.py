@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import torch
 
+from lit_diffsr.diffusion.on_device import DeviceTables, precise_dtype
+
 Step = int | torch.Tensor  # a python int, or a (B,) LongTensor of per-example steps
 
 
@@ -57,22 +59,26 @@ class SchrodingerBridge:
         self.std_bwd = self.betas.flip(0).cumsum(0).flip(0).sqrt()
         self.mu_x0, self.mu_x1, variance = gaussian_product_coef(self.std_fwd, self.std_bwd)
         self.std_sb = variance.sqrt()
+        self._tables = DeviceTables()
 
     # ------------------------------------------------------------------ lookups
-    def _lookup(self, table: torch.Tensor, step: Step, name: str = "step") -> torch.Tensor:
-        """table[step] in float64 (0-D for an int step, (B,) for a tensor step), with range checks."""
+    def _lookup(self, table: str, step: Step, device: torch.device, name: str = "step") -> torch.Tensor:
+        """Table `table` at `step` on `device`, float64 (0-D for an int step, (B,) for a tensor step).
+
+        The tables are copied to each device once, and a tensor step's range is asserted on its device
+        (`torch._assert_async`): a training step never reads its steps back to the host."""
+        values = self._tables.get(table, getattr(self, table), device, precise_dtype(device))
+        message = f"{name} must lie in [0, {self.n_steps - 1}]"
         if isinstance(step, torch.Tensor):
             if step.dtype.is_floating_point or step.dtype == torch.bool or step.ndim > 1:
                 raise TypeError(f"{name} must be an int or an integer tensor of shape (B,), got {step!r}")
-            step = step.cpu()
-            low, high = int(step.min()), int(step.max())
+            torch._assert_async(((step >= 0) & (step < self.n_steps)).all(), message)
         elif isinstance(step, int):
-            low = high = step
+            if not 0 <= step < self.n_steps:
+                raise ValueError(f"{message}, got {step}")
         else:
             raise TypeError(f"{name} must be an int or an integer tensor of shape (B,), got {type(step)}")
-        if low < 0 or high >= self.n_steps:
-            raise ValueError(f"{name} must lie in [0, {self.n_steps - 1}], got values in [{low}, {high}]")
-        return table[step]
+        return values[step]
 
     @staticmethod
     def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -86,8 +92,8 @@ class SchrodingerBridge:
             values = values.reshape(-1, *[1] * (like.ndim - 1))
         return values.to(dtype=like.dtype, device=like.device)
 
-    def _at(self, table: torch.Tensor, step: Step, like: torch.Tensor) -> torch.Tensor:
-        return self._broadcast(self._lookup(table, step), like)
+    def _at(self, table: str, step: Step, like: torch.Tensor) -> torch.Tensor:
+        return self._broadcast(self._lookup(table, step, like.device), like)
 
     # ------------------------------------------------------------------ training
     def q_sample(
@@ -104,24 +110,24 @@ class SchrodingerBridge:
         is ignored; otherwise ``noise`` (default: fresh N(0, I)) scales by std_sb.
         """
         _check_same_shape(x0=x0, x1=x1)
-        x_t = self._at(self.mu_x0, step, x0) * x0 + self._at(self.mu_x1, step, x0) * x1
+        x_t = self._at("mu_x0", step, x0) * x0 + self._at("mu_x1", step, x0) * x1
         if ot_ode:
             return x_t
         noise = torch.randn_like(x0) if noise is None else noise
         _check_same_shape(x0=x0, noise=noise)
-        return x_t + self._at(self.std_sb, step, x0) * noise
+        return x_t + self._at("std_sb", step, x0) * noise
 
     def training_target(self, step: Step, x0: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """The network's regression label (x_t - x0) / σ_t  (I²SB Alg. 1, σ_t = std_fwd)."""
         _check_same_shape(x0=x0, x_t=x_t)
-        return (x_t - x0) / self._at(self.std_fwd, step, x0)
+        return (x_t - x0) / self._at("std_fwd", step, x0)
 
     def predict_x0(
         self, step: Step, x_t: torch.Tensor, net_out: torch.Tensor, clip: float | None = None
     ) -> torch.Tensor:
         """x̂0 = x_t - σ_t ε(x_t, t), the inverse of ``training_target``; optionally clamped to ±clip."""
         _check_same_shape(x_t=x_t, net_out=net_out)
-        x0 = x_t - self._at(self.std_fwd, step, x_t) * net_out
+        x0 = x_t - self._at("std_fwd", step, x_t) * net_out
         return x0 if clip is None else x0.clamp(-clip, clip)
 
     # ------------------------------------------------------------------ sampling
@@ -140,10 +146,14 @@ class SchrodingerBridge:
         variance accumulated between n' and n. ``ot_ode`` drops the noise (and ignores ``noise``).
         """
         _check_same_shape(x_n=x_n, x0=x0)
-        std_prev = self._lookup(self.std_fwd, nprev, "nprev")
-        std_n = self._lookup(self.std_fwd, n, "n")
-        if not bool((std_n > std_prev).all()):
-            raise ValueError(f"p_posterior: need nprev < n, got nprev={nprev}, n={n}")
+        std_prev = self._lookup("std_fwd", nprev, x_n.device, "nprev")
+        std_n = self._lookup("std_fwd", n, x_n.device, "n")
+        # σ_n increases with n, so nprev < n is σ_n > σ_nprev; tensors are checked on their device.
+        if isinstance(nprev, int) and isinstance(n, int):
+            if nprev >= n:
+                raise ValueError(f"p_posterior: need nprev < n, got nprev={nprev}, n={n}")
+        else:
+            torch._assert_async((std_n > std_prev).all(), "p_posterior: need nprev < n")
         std_delta = (std_n**2 - std_prev**2).sqrt()  # α_n (I²SB eq. 4)
         coef_x0, coef_xn, variance = gaussian_product_coef(std_prev, std_delta)
         x_prev = self._broadcast(coef_x0, x0) * x0 + self._broadcast(coef_xn, x0) * x_n
@@ -208,7 +218,7 @@ class SchrodingerBridge:
             if mask is not None:
                 known = x1_known
                 if not deterministic:  # mu_x0 + mu_x1 = 1, so the marginal mean is x1_known itself
-                    known = x1_known + self._at(self.std_sb, nprev, x1) * _randn_like(x1, generator)
+                    known = x1_known + self._at("std_sb", nprev, x1) * _randn_like(x1, generator)
                 x = torch.where(observed, known, x)
             trajectory.append(x)
         return (x, torch.stack(trajectory)) if return_trajectory else x

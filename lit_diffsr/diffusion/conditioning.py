@@ -18,19 +18,24 @@ import torch
 import torch.nn.functional as F
 
 from lit_diffsr.diffusion.gaussian_diffusion import GaussianDiffusion
+from lit_diffsr.diffusion.on_device import DeviceTables, draw_device, precise_dtype
 
 
-def _uniform(count: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
-    draw_device = generator.device if generator is not None else "cpu"
-    return (low + (high - low) * torch.rand(count, generator=generator, device=draw_device)).cpu()
+def _uniform(
+    count: int, low: float, high: float, device: torch.device, generator: torch.Generator | None
+) -> torch.Tensor:
+    """U[low, high] draws on `device` (drawn on the generator's device when one is given)."""
+    where = draw_device(device, generator)
+    return (low + (high - low) * torch.rand(count, generator=generator, device=where)).to(device)
 
 
 def gaussian_kernels(sigmas: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """(B, kernel_size) normalised 1-D Gaussian taps exp(-x^2 / (2 sigma^2)), one row per sigma."""
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"gaussian_kernels: kernel_size must be a positive odd number, got {kernel_size}")
-    offsets = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
-    taps = torch.exp(-(offsets[None] ** 2) / (2 * sigmas.double()[:, None] ** 2))
+    dtype = precise_dtype(sigmas.device)
+    offsets = torch.arange(kernel_size, dtype=dtype, device=sigmas.device) - kernel_size // 2
+    taps = torch.exp(-(offsets[None] ** 2) / (2 * sigmas.to(dtype)[:, None] ** 2))
     return taps / taps.sum(dim=1, keepdim=True)
 
 
@@ -62,8 +67,8 @@ def blur_augmentation(
             f"{tuple(sigma_range)}"
         )
     batch, channels, height, width = images.shape
-    applied = (_uniform(batch, 0.0, 1.0, generator) < probability).to(images.device)
-    sigmas = _uniform(batch, low, high, generator)
+    applied = _uniform(batch, 0.0, 1.0, images.device, generator) < probability
+    sigmas = _uniform(batch, low, high, images.device, generator)
     taps = gaussian_kernels(sigmas, kernel_size).to(images)
     # Per-image kernels as a grouped convolution over the (B * C) channels: rows, then columns.
     taps = taps.repeat_interleave(channels, dim=0)
@@ -76,7 +81,7 @@ def blur_augmentation(
         F.pad(flat, (0, 0, pad, pad), mode="reflect"), taps[:, None, :, None], groups=batch * channels
     )
     blurred = flat.reshape(batch, channels, height, width)
-    return torch.where(applied[:, None, None, None], blurred, images), applied, sigmas.to(images.device)
+    return torch.where(applied[:, None, None, None], blurred, images), applied, sigmas
 
 
 class NoiseAugmentation:
@@ -92,6 +97,7 @@ class NoiseAugmentation:
         self.process = GaussianDiffusion(betas)
         self.num_timesteps = self.process.num_timesteps
         self.max_level = self.num_timesteps if max_level is None else int(max_level)
+        self._tables = DeviceTables()
         if not 0 <= self.max_level <= self.num_timesteps:
             raise ValueError(
                 f"NoiseAugmentation: max_level={max_level} must lie in [0, T={self.num_timesteps}]"
@@ -109,16 +115,17 @@ class NoiseAugmentation:
         self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """s ~ U{0..max_level} per example, (B,) long."""
-        draw_device = generator.device if generator is not None else "cpu"
-        levels = torch.randint(self.max_level + 1, (batch_size,), generator=generator, device=draw_device)
-        return levels.to(device)
+        where = draw_device(device, generator)
+        return torch.randint(self.max_level + 1, (batch_size,), generator=generator, device=where).to(device)
 
     def mean_std(self, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sqrt(abar_{s-1}), sqrt(1 - abar_{s-1})) per level, (1, 0) at s = 0; float64 (B,)."""
-        levels = levels.long().cpu()
+        """(sqrt(abar_{s-1}), sqrt(1 - abar_{s-1})) per level, (1, 0) at s = 0: (B,) float64, on the
+        levels' device."""
+        levels = levels.long()
         step = (levels - 1).clamp(min=0)
-        mean = torch.from_numpy(self.process.sqrt_alphas_cumprod)[step]
-        std = torch.from_numpy(self.process.sqrt_one_minus_alphas_cumprod)[step]
+        device, dtype = levels.device, precise_dtype(levels.device)
+        mean = self._tables.get("mean", self.process.sqrt_alphas_cumprod, device, dtype)[step]
+        std = self._tables.get("std", self.process.sqrt_one_minus_alphas_cumprod, device, dtype)[step]
         none = levels == 0
         return torch.where(none, 1.0, mean), torch.where(none, 0.0, std)
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from lit_diffsr.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from lit_diffsr.diffusion.on_device import DeviceTables
 
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
@@ -147,7 +148,7 @@ class GaussianDiffusion:
         if self.timestep_map.shape != (self.num_timesteps,):
             raise ValueError(f"GaussianDiffusion: timestep_map must hold {self.num_timesteps} steps, "
                              f"got shape {tuple(self.timestep_map.shape)}")
-        self._cast_tables: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+        self._tables = DeviceTables()
 
     def __repr__(self) -> str:
         return (f"GaussianDiffusion(T={self.num_timesteps}, prediction={self.prediction!r}, "
@@ -160,18 +161,13 @@ class GaussianDiffusion:
             raise ValueError(f"t must be an integer tensor of shape ({len(like)},) (one step per sample), "
                              f"got dtype {t.dtype} and shape {tuple(t.shape)}")
         dtype = like.dtype if like.dtype == torch.float64 else torch.float32
-        key = (name, like.device, dtype)
-        if key not in self._cast_tables:
-            self._cast_tables[key] = torch.from_numpy(getattr(self, name)).to(like.device, dtype)
+        table = self._tables.get(name, getattr(self, name), like.device, dtype)
         # index_select: same result as table[t], several times faster for long index tensors.
-        return self._cast_tables[key].index_select(0, t).reshape(-1, *([1] * (like.ndim - 1)))
+        return table.index_select(0, t).reshape(-1, *([1] * (like.ndim - 1)))
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The original step the network sees for step t of this (possibly respaced) process."""
-        key = ("timestep_map", t.device, torch.long)
-        if key not in self._cast_tables:
-            self._cast_tables[key] = self.timestep_map.to(t.device)
-        return self._cast_tables[key][t]
+        return self._tables.get("timestep_map", self.timestep_map, t.device, torch.long)[t]
 
     def _split_output(self, model_output: torch.Tensor,
                       x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

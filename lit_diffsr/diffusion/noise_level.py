@@ -15,6 +15,7 @@ import torch
 
 from lit_diffsr.diffusion.gaussian_diffusion import GaussianDiffusion
 from lit_diffsr.diffusion.losses import mean_flat
+from lit_diffsr.diffusion.on_device import DeviceTables, draw_device, precise_dtype
 
 VARIANTS = ("sqrt_gamma", "gamma")
 LOSSES = ("mse", "l1")
@@ -47,6 +48,7 @@ class ContinuousNoiseLevel:
         # Interval of step t: [gamma_t, gamma_{t-1}] with gamma_{-1} = 1.
         self.gamma_low = torch.from_numpy(gamma)
         self.gamma_high = torch.from_numpy(np.append(1.0, gamma[:-1]))
+        self._tables = DeviceTables()
 
     def interval(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(sqrt(gamma_t), sqrt(gamma_{t-1})) in float64: the bounds of the level drawn for step t."""
@@ -61,10 +63,12 @@ class ContinuousNoiseLevel:
         Returns:
             (sqrt_gamma (B,) float32 on ``device``, t (B,) long on ``device``).
         """
-        draw_device = generator.device if generator is not None else "cpu"
-        t = torch.randint(self.num_timesteps, (batch_size,), generator=generator, device=draw_device).cpu()
-        u = torch.rand(batch_size, generator=generator, device=draw_device, dtype=torch.float64).cpu()
-        low, high = self.gamma_low[t], self.gamma_high[t]
+        where = draw_device(device, generator)
+        dtype = precise_dtype(where)
+        t = torch.randint(self.num_timesteps, (batch_size,), generator=generator, device=where)
+        u = torch.rand(batch_size, generator=generator, device=where, dtype=dtype)
+        low = self._tables.get("gamma_low", self.gamma_low, where, dtype)[t]
+        high = self._tables.get("gamma_high", self.gamma_high, where, dtype)[t]
         if self.variant == "sqrt_gamma":
             sqrt_gamma = low.sqrt() + u * (high.sqrt() - low.sqrt())
         else:

@@ -7,15 +7,7 @@ and calls ``update`` with the gathered tensors on every rank.
 
 import torch
 
-
-def _draw_steps(probabilities: torch.Tensor, batch_size: int, device: torch.device | str,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """t ~ p and weights 1 / (T p_t), drawn on the generator's device and moved to ``device``."""
-    draw_device = generator.device if generator is not None else "cpu"
-    t = torch.multinomial(probabilities.to(draw_device), batch_size, replacement=True, generator=generator)
-    # E_{t~p}[L_t / (T p_t)] = E_{t~U}[L_t]: importance weights (Nichol & Dhariwal 2021, eq. 18).
-    weights = 1.0 / (len(probabilities) * probabilities.to(draw_device)[t])
-    return t.to(device), weights.float().to(device)
+from lit_diffsr.diffusion.on_device import draw_device
 
 
 class UniformSampler:
@@ -31,8 +23,10 @@ class UniformSampler:
 
     def sample(self, batch_size: int, device: torch.device | str,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (t (B,) long, weights (B,) float) on ``device``."""
-        return _draw_steps(self.probabilities(), batch_size, device, generator)
+        """(t (B,) long, weights (B,) float) on ``device``, drawn there (or on the generator's device)."""
+        where = draw_device(device, generator)
+        t = torch.randint(self.num_timesteps, (batch_size,), generator=generator, device=where)
+        return t.to(device), torch.ones(batch_size, device=device)
 
 
 class LossSecondMomentSampler(UniformSampler):
@@ -54,6 +48,18 @@ class LossSecondMomentSampler(UniformSampler):
 
     def is_warmed_up(self) -> bool:
         return bool((self.loss_counts == self.history).all())
+
+    def sample(self, batch_size: int, device: torch.device | str,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uniform until warmed up; then t ~ p and weights 1 / (T p_t), drawn on the host where the loss
+        history lives (its `update` reads the losses back each step anyway, as improved-DDPM does)."""
+        if not self.is_warmed_up():
+            return super().sample(batch_size, device, generator)
+        probabilities = self.probabilities().to(draw_device("cpu", generator))
+        t = torch.multinomial(probabilities, batch_size, replacement=True, generator=generator)
+        # E_{t~p}[L_t / (T p_t)] = E_{t~U}[L_t]: importance weights (Nichol & Dhariwal 2021, eq. 18).
+        weights = 1.0 / (len(probabilities) * probabilities[t])
+        return t.to(device), weights.float().to(device)
 
     def probabilities(self) -> torch.Tensor:
         if not self.is_warmed_up():

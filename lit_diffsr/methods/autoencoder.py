@@ -204,7 +204,9 @@ class AutoencoderMethod(DiffusionMethod):
         self.update_latent_scale(latents.detach())
         losses["latent_scale"] = self.net.latent_scale
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(images))
-        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=len(images))
+        # Not prog_bar: Lightning would read it back every step (a host-device sync); ProgressBar
+        # (lit_diffsr.callbacks.progress) shows it, read at most once a second.
+        self.log("loss", losses["loss"], logger=False, batch_size=len(images))
         return losses["loss"]
 
     @torch.no_grad()
@@ -241,6 +243,10 @@ class FrozenAutoencoder(nn.Module):
     def __init__(self, net: AutoencoderKL):
         super().__init__()
         self.net = net.requires_grad_(False).eval()
+        # Whether the scale is known, held on the host: the device buffer is read once, not every step,
+        # and again after a state_dict is loaded (it may carry s = 0).
+        self._has_scale = False
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_has_scale", False))
 
     @property
     def downsampling_factor(self) -> int:
@@ -254,6 +260,8 @@ class FrozenAutoencoder(nn.Module):
         return super().train(False)  # frozen: always in eval mode
 
     def ensure_scale(self, images: torch.Tensor) -> None:
+        if self._has_scale:
+            return
         if float(self.net.latent_scale) == 0.0:
             scale = estimate_latent_scale(self.net, images)
             warnings.warn(
@@ -261,6 +269,7 @@ class FrozenAutoencoder(nn.Module):
                 stacklevel=2,
             )
             self.net.latent_scale.fill_(scale)
+        self._has_scale = True
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

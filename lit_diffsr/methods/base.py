@@ -140,7 +140,9 @@ class DiffusionMethod(L.LightningModule):
         self.log_dict(
             {f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=len(batch["hr"])
         )
-        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=len(batch["hr"]))
+        # Not prog_bar: Lightning would read it back every step (a host-device sync); ProgressBar
+        # (lit_diffsr.callbacks.progress) shows it, read at most once a second.
+        self.log("loss", losses["loss"], logger=False, batch_size=len(batch["hr"]))
         return losses["loss"]
 
     def _evaluation_step(self, stage: str, batch: dict, batch_idx: int) -> dict | None:

@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 
 from lit_diffsr.errors import ConfigError
@@ -168,6 +169,27 @@ class DiffusionMethod(L.LightningModule):
         against 3.9 ms a step for the quickstart UNet on 2 CPU threads; the default loops per tensor)."""
         return torch.optim.AdamW(params, lr=self.optim["lr"], betas=tuple(self.optim["betas"]), fused=True,
                                  **options)
+
+    def clip_gradients(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's clipping, also for the fused AdamW under mixed precision, which Lightning refuses
+        (`trainer.precision=bf16-mixed` with `gradient_clip_val` stopped at the first step): bf16 has no loss
+        scale to undo, and under fp16 the gradients are unscaled here before clipping (GradScaler.step
+        then skips its own unscaling, as it does for any optimiser unscaled by hand)."""
+        inner = getattr(optimizer, "optimizer", optimizer)  # LightningOptimizer under manual optimisation
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val is None:  # as Lightning: the trainer's settings
+            gradient_clip_val = self.trainer.gradient_clip_val
+            gradient_clip_algorithm = gradient_clip_algorithm or self.trainer.gradient_clip_algorithm
+        handles_unscaling = getattr(inner, "_step_supports_amp_scaling", False)
+        if not (gradient_clip_val and handles_unscaling and isinstance(plugin, MixedPrecision)):
+            return super().clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if plugin.scaler is not None:
+            plugin.scaler.unscale_(inner)
+        parameters = [p for group in inner.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+        else:  # "norm", Lightning's default
+            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
 
     def configure_optimizers(self):
         decay, no_decay = [], []

@@ -46,6 +46,55 @@ def run_maybe_checkpointed(
     return function(*args)
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm (Wu & He 2018) that keeps bf16 channels_last inputs fast on CPU.
+
+    PyTorch's CPU GroupNorm on a channels_last bf16 input runs forward + backward 2.2x slower than the
+    same kernel on an NCHW copy (copies included; benchmarks/results/cpu_kernels.md), while channels_last
+    is what makes bf16 convolutions fast. Such inputs are normalised in NCHW and handed back channels_last;
+    in float32 the copies cost more than they save, and elsewhere (CUDA) this is plain ``nn.GroupNorm``.
+    Parameters and state_dict keys are those of ``nn.GroupNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype == torch.bfloat16 and _memory_format(x) == torch.channels_last:
+            return super().forward(_ChannelsFirst.apply(x)).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+class _ChannelsFirst(torch.autograd.Function):
+    """``x.contiguous()`` for a channels_last ``x`` whose gradient comes back channels_last: adding it to
+    the gradients of x's other uses (all channels_last) then stays a fast same-layout add."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def multihead_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``softmax(Q K^T / sqrt(d)) V`` over (..., positions, d) (Vaswani et al. 2017, eq. 1).
+
+    ``scaled_dot_product_attention`` everywhere but in bfloat16 on CPU: there PyTorch's fused CPU
+    kernel (forward + backward) is 1.7x slower than batched matmuls and a softmax, which AMX CPUs run in
+    bfloat16 (benchmarks/results/cpu_kernels.md). The matmul path scales Q and K by d^(-1/4) each before their product, as ADM
+    does for half precision, to keep the logits' rounding small.
+    """
+    if query.device.type != "cpu" or query.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(query, key, value)
+    scale = query.shape[-1] ** -0.25
+    weights = torch.softmax((query * scale) @ (key * scale).transpose(-1, -2), dim=-1)
+    return weights @ value
+
+
 class Downsample(nn.Module):
     """Halve H and W: a strided 3x3 conv (``use_conv``) or 2x2 average pooling."""
 
@@ -92,7 +141,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.use_scale_shift_norm = use_scale_shift_norm
         self.use_checkpoint = use_checkpoint
-        self.in_norm = nn.Sequential(nn.GroupNorm(norm_groups, channels), nn.SiLU())
+        self.in_norm = nn.Sequential(GroupNorm(norm_groups, channels), nn.SiLU())
         if up:
             self.resample = Upsample(channels, use_conv=False)
         elif down:
@@ -103,7 +152,7 @@ class ResBlock(nn.Module):
         self.embed = nn.Sequential(
             nn.SiLU(), nn.Linear(embed_dim, 2 * out_channels if use_scale_shift_norm else out_channels)
         )
-        self.out_norm = nn.GroupNorm(norm_groups, out_channels)
+        self.out_norm = GroupNorm(norm_groups, out_channels)
         self.out_layers = nn.Sequential(
             nn.SiLU(), nn.Dropout(dropout), zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         )
@@ -136,7 +185,7 @@ class AttentionBlock(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.use_checkpoint = use_checkpoint
-        self.norm = nn.GroupNorm(norm_groups, channels)
+        self.norm = GroupNorm(norm_groups, channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj_out = zero_module(nn.Conv2d(channels, channels, 1))
 
@@ -148,11 +197,11 @@ class AttentionBlock(nn.Module):
         # (B, 3C, H, W) -> 3 x (B, heads, H*W, C/heads)
         qkv = self.qkv(self.norm(x)).reshape(batch, 3, self.num_heads, channels // self.num_heads, -1)
         # Contiguous (..., H*W, C/heads) blocks: SDPA's fused CPU kernel needs them, else it falls back to
-        # the slower math path (benchmarks/README.md).
+        # the slower math path, and the matmul path's backward then needs no copies (benchmarks/README.md).
         query, key, value = qkv.transpose(-1, -2).contiguous().unbind(dim=1)
-        attended = F.scaled_dot_product_attention(query, key, value)  # Vaswani et al. 2017, eq. 1
+        attended = multihead_attention(query, key, value)
         attended = attended.transpose(-1, -2).reshape(batch, channels, height, width)
-        return x + self.proj_out(attended)
+        return x + self.proj_out(attended.contiguous(memory_format=_memory_format(x)))
 
 
 class EmbeddingSequential(nn.Sequential):
@@ -303,7 +352,7 @@ class UNet(nn.Module):
 
         prediction_channels = 2 * out_channels if learn_sigma else out_channels
         self.out = nn.Sequential(
-            nn.GroupNorm(norm_groups, channels),
+            GroupNorm(norm_groups, channels),
             nn.SiLU(),
             zero_module(nn.Conv2d(channels, prediction_channels, 3, padding=1)),
         )

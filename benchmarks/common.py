@@ -70,12 +70,14 @@ def interleaved(
     return times
 
 
-def gemm_flops_per_second(device: str = "cpu", size: int = 2048, repeats: int = 5) -> float:
-    """Dense float32 matmul throughput (FLOP/s, best of `repeats`): the ceiling a conv net's step can reach.
+def gemm_flops_per_second(
+    device: str = "cpu", size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32
+) -> float:
+    """Dense matmul throughput in `dtype` (FLOP/s, best of `repeats`): the ceiling of a conv net's step.
 
     Convolutions and attention are matmuls underneath; a step that spends its time in them cannot run its
     FLOPs faster than a large square GEMM on the same threads."""
-    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     best = float("inf")
     for _ in range(repeats + 1):  # the first call warms up the BLAS
         start = time.perf_counter()

@@ -54,7 +54,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 class GroupNorm(nn.GroupNorm):
     """GroupNorm (Wu & He 2018) that keeps bf16 channels_last inputs fast on CPU.
 
-    PyTorch's CPU GroupNorm on a channels_last bf16 input runs forward + backward 2.2x slower than the
+    PyTorch's CPU GroupNorm on a channels_last bf16 input runs forward + backward 2-2.5x slower than the
     same kernel on an NCHW copy (copies included; benchmarks/results/cpu_kernels.md), while channels_last
     is what makes bf16 convolutions fast. Such inputs are normalised in NCHW and handed back channels_last;
     in float32 the copies cost more than they save, and elsewhere (CUDA) this is plain ``nn.GroupNorm``.
@@ -84,7 +84,7 @@ def multihead_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     """``softmax(Q K^T / sqrt(d)) V`` over (..., positions, d) (Vaswani et al. 2017, eq. 1).
 
     ``scaled_dot_product_attention`` everywhere but in bfloat16 on CPU: there PyTorch's fused CPU
-    kernel (forward + backward) is 1.7x slower than batched matmuls and a softmax, which AMX CPUs run in
+    kernel (forward + backward) is 1.6-2.2x slower than batched matmuls and a softmax, which AMX CPUs run in
     bfloat16 (benchmarks/results/cpu_kernels.md). The matmul path scales Q and K by d^(-1/4) each before their product, as ADM
     does for half precision, to keep the logits' rounding small.
     """

@@ -83,10 +83,10 @@ class _ChannelsFirst(torch.autograd.Function):
 def multihead_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``softmax(Q K^T / sqrt(d)) V`` over (..., positions, d) (Vaswani et al. 2017, eq. 1).
 
-    ``scaled_dot_product_attention`` everywhere but in bfloat16 on CPU: there PyTorch's fused CPU
-    kernel (forward + backward) is 1.6-2.2x slower than batched matmuls and a softmax, which AMX CPUs run in
-    bfloat16 (benchmarks/results/cpu_kernels.md). The matmul path scales Q and K by d^(-1/4) each before their product, as ADM
-    does for half precision, to keep the logits' rounding small.
+    ``scaled_dot_product_attention`` everywhere but in bfloat16 on CPU: there PyTorch's fused CPU kernel
+    (forward + backward) is 1.6-2.2x slower than batched matmuls and a softmax, which AMX CPUs run in
+    bfloat16 (benchmarks/results/cpu_kernels.md). The matmul path scales Q and K by d^(-1/4) each before
+    their product, as ADM does for half precision, to keep the logits' rounding small.
     """
     if query.device.type != "cpu" or query.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(query, key, value)

@@ -12,8 +12,8 @@ Each net's matmul and convolution FLOPs per step (torch.utils.flop_counter) and 
 the same run, in the step's precision, give the rate each net achieves and the ceiling: no implementation
 of these FLOPs on these threads runs faster than the GEMM, which bounds the ratio any framework can reach
 at this configuration. The flop counter has no formula for PyTorch's fused CPU attention kernel, so
-attention done by it is not counted; lit_diffsr's bf16 CPU attention runs as matmuls and is (8 GFLOP a
-step here).
+attention done by it is not counted; lit_diffsr's bf16 CPU attention runs as matmuls and is counted
+(8 GFLOP a step here).
 
     python -m benchmarks.unet_step [--batch 16] [--size 32] [--rounds 10] [--threads 2] [--device cpu]
         [--channels-last] [--compile] [--bf16] [--profile]
@@ -175,6 +175,10 @@ def profile_table(profiles: dict[str, dict[str, float]], gemm: float) -> str:
     return markdown_table(header, rows)
 
 
+def _verdict(ratio: float) -> str:
+    return "met" if ratio >= 1.25 else "MISSED"
+
+
 def parameter_count(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
@@ -252,6 +256,9 @@ def main(argv: list[str] | None = None) -> dict:
     # lit_diffsr's FLOPs at the GEMM rate: the fastest step any implementation of this configuration can take.
     ceiling = medians[fastest_peer] / (flops["lit_diffsr UNet"] / gemm)
     precision = "bf16 autocast" if args.bf16 else "fp32"
+    measured = f"Measured {ratio:.2f}x with the default (eager, NCHW) UNet: {_verdict(ratio)}"
+    if best_lit != "lit_diffsr UNet":
+        measured += f"; {best_ratio:.2f}x with {best_lit}: {_verdict(best_ratio)}"
     header = [
         "net", "parameters", "GFLOP / step", "median step", "images/s", "GFLOP/s (of GEMM)",
         f"speed vs {fastest_peer}",
@@ -261,10 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.rounds} interleaved rounds after 2 warm-ups. Dense {precision} GEMM on the same threads: "
         f"{gemm / 1e9:.0f} GFLOP/s.\n\n"
         + markdown_table(header, rows)
-        + f"\n\nTarget: lit_diffsr >= 1.25x the faster peer. Measured {ratio:.2f}x with the default "
-        f"(eager, NCHW) UNet: " + ("met" if ratio >= 1.25 else "MISSED")
-        + (f"; {best_ratio:.2f}x with {best_lit}: " + ("met." if best_ratio >= 1.25 else "MISSED.")
-           if best_lit != "lit_diffsr UNet" else ".")
+        + f"\n\nTarget: lit_diffsr >= 1.25x the faster peer. {measured}."
         + f" Ceiling: lit_diffsr's {flops['lit_diffsr UNet'] / 1e9:.1f} GFLOP per step at the full GEMM "
         f"rate would be {ceiling:.2f}x {fastest_peer}."
     )

@@ -243,6 +243,12 @@ def test_checkpointing_gives_the_same_gradients_and_saves_fewer_tensors() -> Non
         torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def channels_last_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The image inputs (x, cond) in channels_last memory order; t, y and aug_level as they are."""
+    return {key: value.to(memory_format=torch.channels_last) if value.ndim == 4 else value
+            for key, value in inputs.items()}
+
+
 def test_channels_last_and_bf16_autocast() -> None:
     torch.manual_seed(0)
     model = full_unet()
@@ -251,11 +257,7 @@ def test_channels_last_and_bf16_autocast() -> None:
     reference = model(**inputs)
 
     model_channels_last = model.to(memory_format=torch.channels_last)
-    inputs_channels_last = {
-        key: value.to(memory_format=torch.channels_last) if value.ndim == 4 else value
-        for key, value in inputs.items()
-    }
-    output = model_channels_last(**inputs_channels_last)
+    output = model_channels_last(**channels_last_inputs(inputs))
     assert output.shape == reference.shape
     # Same float32 maths in another memory layout; only summation order may change.
     torch.testing.assert_close(output, reference, rtol=1e-4, atol=1e-5)
@@ -328,9 +330,8 @@ def test_channels_last_bf16_training_step_matches_float32() -> None:
 
     model.zero_grad(set_to_none=True)
     model.to(memory_format=torch.channels_last)
-    inputs = {k: v.to(memory_format=torch.channels_last) if v.ndim == 4 else v for k, v in inputs.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = model(**inputs)
+        output = model(**channels_last_inputs(inputs))
     output.float().backward(gradient)
     grads = {name: p.grad for name, p in model.named_parameters()}
     all_grads, all_reference = (torch.cat([g.flatten() for g in d.values()]) for d in (grads, reference))

@@ -8,8 +8,11 @@ come from the top-level `experiments/` folder, linked as the `experiment` group)
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
+
+from lit_diffsr.errors import exit_on_user_error
 
 TRAINER_COMMANDS = {
     "fit": "train (or resume with ckpt_path=PATH|last)",
@@ -103,42 +106,52 @@ def hydra_arguments(args: list[str], extra_override: str) -> list[str]:
     return [*flags, *overrides, extra_override]
 
 
-def refuse_to_mix_named_run(overrides: list[str]) -> None:
-    """`fit paths.output_dir=DIR` (no resume) into a DIR that holds a run: stop before Hydra starts, since
-    Hydra would first replace DIR/.hydra, that run's composed config. Sweeps and interpolated paths are
-    left to the same check in `train.run` (after Hydra's write)."""
-    from lit_diffsr.errors import ConfigError
-    from lit_diffsr.train import refuse_to_mix_runs, resolve_ckpt_path
+def check_before_hydra_writes(command: str, overrides: list[str]) -> None:
+    """Checks that must run before Hydra creates the run directory and writes its .hydra/: a `name=` that
+    would put the run outside paths.log_dir, and `fit paths.output_dir=DIR` (no resume) into a DIR that
+    holds a run, whose composed config Hydra would replace. Sweeps, names set in experiment files and
+    interpolated paths are left to the same checks in `train.run` (after Hydra's write)."""
+    from lit_diffsr.run_dir import check_run_name, refuse_to_mix_runs, resolve_ckpt_path
 
     values = dict(token.split("=", 1) for token in overrides if "=" in token and not token.startswith("-"))
-    directory = values.get("paths.output_dir")
-    if not directory or "${" in directory or {"-m", "--multirun"} & set(overrides):
+    if {"-m", "--multirun"} & set(overrides):
         return
-    try:
-        if resolve_ckpt_path(values.get("ckpt_path"), Path(directory), "fit") is None:
-            refuse_to_mix_runs(Path(directory))
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    if "name" in values:
+        check_run_name(values["name"])
+    directory = values.get("paths.output_dir")
+    if command != "fit" or not directory or "${" in directory:
+        return
+    if resolve_ckpt_path(values.get("ckpt_path"), Path(directory), "fit") is None:
+        refuse_to_mix_runs(Path(directory))
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:  # tracebacks for bug reports, also of user errors
+        argv.remove("--debug")
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
     command, rest = argv[0], argv[1:]
     if command in TRAINER_COMMANDS:
-        from lit_diffsr.train import hydra_entry
+        from lit_diffsr import train
 
-        if command == "fit":
-            refuse_to_mix_named_run(rest)
+        with exit_on_user_error():
+            check_before_hydra_writes(command, rest)
         # Hydra parses sys.argv: hand it the overrides plus the command as a config value.
         sys.argv = [f"lit_diffsr {command}", *hydra_arguments(rest, f"command={command}")]
-        hydra_entry()
+        try:
+            train.hydra_entry()
+        except SystemExit as exit_:
+            # Hydra exits 1 after printing its own composition errors (a typo, an unknown experiment).
+            if exit_.code == 1 and not train.JOB_STARTED:
+                raise SystemExit(2) from None
+            raise
     elif command in OTHER_COMMANDS:
         module_name, function_name = OTHER_COMMANDS[command][1].split(":")
-        getattr(importlib.import_module(module_name), function_name)(rest)
+        with exit_on_user_error():
+            getattr(importlib.import_module(module_name), function_name)(rest)
     else:
         print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)

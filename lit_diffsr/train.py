@@ -3,10 +3,12 @@ from the composed config and run the command. Kept thin: everything it builds is
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import signal
-import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -16,55 +18,26 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lit_diffsr.errors import ConfigError
-from lit_diffsr.slurm.job import register_resolvers, slurm_job_id
+from lit_diffsr.errors import ConfigError, exit_on_user_error, find_user_error
+from lit_diffsr.methods.base import class_path, describe_changes
+from lit_diffsr.run_dir import (
+    RunLock,
+    check_run_name,
+    refuse_to_mix_runs,
+    remove_orphan_temporaries,
+    resolve_ckpt_path,
+)
+from lit_diffsr.safe_load import first_line, load_tensors
+from lit_diffsr.slurm.job import register_resolvers
 
 log = logging.getLogger("lit_diffsr")
 register_resolvers()  # ${lit_diffsr.slurm_run_name:...} and ${lit_diffsr.wandb_run_id:...} in conf/
 
 # Callbacks that only make sense while training (EMA swaps weights; a non-fit run loads EMA weights already).
-FIT_ONLY_CALLBACKS = {"ema", "lr_monitor", "checkpoint", "requeue", "history"}
-
-
-def newest_checkpoint(output_dir: Path) -> Path | None:
-    """The most recently written of `<output_dir>/hpc_ckpt_*.ckpt` (Slurm requeue saves) and
-    `<output_dir>/checkpoints/last.ckpt`, or None when the run has none yet."""
-    candidates = [*output_dir.glob("hpc_ckpt_*.ckpt"), output_dir / "checkpoints" / "last.ckpt"]
-    existing = [path for path in candidates if path.is_file()]
-    return max(existing, key=lambda path: path.stat().st_mtime_ns, default=None)
-
-
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, command: str = "fit") -> str | None:
-    """`last` means `<output_dir>/checkpoints/last.ckpt`; `auto` the newest checkpoint of the run if any
-    (see `newest_checkpoint`), which is also what null means for `fit` on a Slurm job, so a requeued job
-    resumes; any other value must be an existing file."""
-    on_slurm_fit = command == "fit" and slurm_job_id() is not None
-    if ckpt_path == "auto" or (ckpt_path in (None, "", "null") and on_slurm_fit):
-        newest = newest_checkpoint(output_dir)
-        if newest is not None:
-            log.info("Resuming from %s", newest)
-        return None if newest is None else str(newest)
-    if ckpt_path in (None, "", "null"):
-        return None
-    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
-        hint = " (ckpt_path=last looks in paths.output_dir/checkpoints: pass the run's paths.output_dir=DIR)"
-        raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint if ckpt_path == 'last' else ''}")
-    return str(path)
-
-
-def refuse_to_mix_runs(output_dir: Path) -> None:
-    """A fresh fit into a directory that holds another run's checkpoints would interleave the two runs'
-    checkpoints and metrics: stop before the run writes anything (the CLI checks a named directory before
-    Hydra writes its .hydra/ too, see `cli.refuse_to_mix_named_run`)."""
-    found = sorted(output_dir.glob("checkpoints/*.ckpt")) + sorted(output_dir.glob("hpc_ckpt_*.ckpt"))
-    if found:
-        raise ConfigError(
-            f"paths.output_dir={output_dir} already holds a run ({len(found)} checkpoint(s), e.g. "
-            f"{found[0].name}): resume it with ckpt_path=last, or start afresh with another paths.output_dir"
-        )
+FIT_ONLY_CALLBACKS = {"ema", "lr_monitor", "checkpoint", "requeue", "history", "divergence", "spike"}
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -72,7 +45,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     for key, spec in (cfg.get("callbacks") or {}).items():
         if spec is None or (cfg.command != "fit" and key in FIT_ONLY_CALLBACKS):
             continue
-        callbacks.append(instantiate(spec))
+        callbacks.append(build(f"callbacks.{key}", spec))
     if cfg.command == "predict":
         from lit_diffsr.callbacks import SampleWriter
 
@@ -80,38 +53,108 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return callbacks
 
 
+def build(section: str, spec: Any, **kwargs: Any) -> Any:
+    """`instantiate(spec)`; a value of the wrong type or an unknown key under `section` (a TypeError from
+    the constructor) is the user's error, reported with the section's name."""
+    try:
+        return instantiate(spec, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if find_user_error(error) is not None or not isinstance(cause, TypeError):
+            raise
+        raise ConfigError(f"{section}: {first_line(cause)}; check the {section}.* values you set") from None
+
+
+def check_trainer_values(trainer: DictConfig) -> None:
+    """A number the Trainer expects, given as text (`trainer.max_steps=abc`), fails deep inside Lightning
+    with a message that names no key: check against the Trainer's numeric defaults first."""
+    parameters = inspect.signature(L.Trainer.__init__).parameters
+    for key, value in trainer.items():
+        default = parameters[key].default if key in parameters else None
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and value is not None and not isinstance(value, (int, float)):
+            raise ConfigError(f"trainer.{key}={value!r} must be a number (default: {default})")
+
+
 def run(cfg: DictConfig) -> dict:
     """Run `cfg.command`; returns the metrics the trainer logged (for sweeps and tests)."""
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    check_run_name(cfg.name)
     output_dir = Path(cfg.paths.output_dir)
+    with contextlib.ExitStack() as held:
+        # One fit per run directory; under DDP the rank-0 process holds the lock for all ranks.
+        if cfg.command == "fit" and rank_zero_only.rank == 0:
+            held.enter_context(RunLock(output_dir))
+            remove_orphan_temporaries(output_dir)
+        return run_command(cfg, output_dir)
+
+
+def check_checkpoint_method(ckpt_path: str, model: L.LightningModule) -> dict:
+    """`ckpt_path` must hold a checkpoint of the configured method (compared before its weights are
+    loaded, which would fail with a size mismatch); returns the checkpoint's hyper-parameters."""
+    checkpoint = load_tensors(ckpt_path, what="ckpt_path", mmap=True)
+    written_by = checkpoint.get("lit_diffsr_method") if isinstance(checkpoint, dict) else None
+    if written_by is None:
+        raise ConfigError(f"ckpt_path={ckpt_path} was not written by lit_diffsr (it names no method)")
+    if written_by != class_path(type(model)):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is a checkpoint of {written_by.rsplit('.', 1)[-1]}, but the configured "
+            f"model is {type(model).__name__}: pass the experiment= the checkpoint was trained with"
+        )
+    return checkpoint.get("hyper_parameters") or {}
+
+
+@contextlib.contextmanager
+def weights_that_fit(ckpt_path: str | None, saved_hparams: dict, model: L.LightningModule):
+    """A checkpoint whose tensors do not fit the configured network is a settings mismatch: say which."""
+    try:
+        yield
+    except RuntimeError as error:
+        if ckpt_path is None or "Error(s) in loading state_dict" not in str(error):
+            raise
+        changes = "; ".join(describe_changes(saved_hparams, dict(model.hparams))) or "none found"
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} does not fit the configured network ({first_line(error)}); "
+            f"settings that differ from the checkpoint's: {changes}"
+        ) from None
+
+
+def run_command(cfg: DictConfig, output_dir: Path) -> dict:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, cfg.command)
     if cfg.command == "fit" and ckpt_path is None:
         refuse_to_mix_runs(output_dir)
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, _recursive_=False)
-    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    datamodule = build("data", cfg.data)
+    model = build("model", cfg.model, _recursive_=False)
+    saved_hparams = check_checkpoint_method(ckpt_path, model) if ckpt_path else {}
+    loggers = [build("logger", spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
+    check_trainer_values(cfg.trainer)
+    trainer: L.Trainer = build(
+        "trainer", cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     command = cfg.command
-    if command == "fit":
-        if signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # an earlier fit in this process ignored it
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        # Slurm's requeue warning may still arrive while the job winds down: it must not kill the process.
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    elif command == "predict":
-        # Generative methods sample from labels (their own predict_dataloader); restoration methods read data.
-        uses_data = not is_overridden("predict_dataloader", model)
-        trainer.predict(
-            model, datamodule=datamodule if uses_data else None, ckpt_path=ckpt_path, return_predictions=False
-        )
-    else:
-        getattr(trainer, command)(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    # The checkpoint is a file like any other: tensors and plain containers only.
+    load = {"ckpt_path": ckpt_path, "weights_only": True}
+    with weights_that_fit(ckpt_path, saved_hparams, model):
+        if command == "fit":
+            if signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # an earlier fit in this process ignored it
+            trainer.fit(model, datamodule=datamodule, **load)
+            # Slurm's requeue warning may still arrive while the job winds down: it must not kill the process.
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        elif command == "predict":
+            # Generative methods sample labels (their own predict_dataloader); restoration ones read data.
+            uses_data = not is_overridden("predict_dataloader", model)
+            trainer.predict(
+                model, datamodule=datamodule if uses_data else None, return_predictions=False, **load
+            )
+        else:
+            getattr(trainer, command)(model, datamodule=datamodule, **load)
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
     }
@@ -119,17 +162,17 @@ def run(cfg: DictConfig) -> dict:
     return metrics
 
 
+# Set once Hydra has composed the config and calls the job: errors before that are Hydra's own (a typo in
+# an override, an unknown experiment), which the CLI reports with exit code 2 like every user error.
+JOB_STARTED = False
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
+    global JOB_STARTED
+    JOB_STARTED = True
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         # Each job of a sweep writes into its own sweep sub-directory.
         cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
-    try:
+    with exit_on_user_error():
         run(cfg)
-    except (ConfigError, InstantiationException) as error:
-        # A ConfigError raised while Hydra builds an object arrives wrapped: report the user's error only.
-        cause = error if isinstance(error, ConfigError) else error.__cause__
-        if not isinstance(cause, ConfigError):
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None

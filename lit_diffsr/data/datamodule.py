@@ -24,6 +24,7 @@ from lit_diffsr.data.datasets import (
 from lit_diffsr.data.degradations import Degradation
 from lit_diffsr.data.samplers import SeededSampler
 from lit_diffsr.data.transforms import SMALL_IMAGE_POLICIES, CropTransform
+from lit_diffsr.errors import ConfigError
 
 DATASETS = ("folder", "paired", "demo")
 SUBSETS = ("train", "val", "test", "predict")
@@ -77,19 +78,19 @@ class ImageDataModule(L.LightningDataModule):
             degradation = OmegaConf.to_container(degradation, resolve=True)  # checkpoints load weights_only
         self.save_hyperparameters()
         if dataset not in DATASETS:
-            raise ValueError(f"data.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
+            raise ConfigError(f"data.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
         if small_image not in SMALL_IMAGE_POLICIES:
-            raise ValueError(
+            raise ConfigError(
                 f"data.small_image={small_image!r} is not one of {', '.join(SMALL_IMAGE_POLICIES)}"
             )
         self.degradation = as_degradation(degradation)
         if self.degradation is not None and resolution % self.degradation.scale:
-            raise ValueError(
+            raise ConfigError(
                 f"data.resolution={resolution} is not divisible by the degradation's downsample factor "
                 f"{self.degradation.scale}; choose a resolution that is a multiple of it"
             )
         if dataset == "paired" and self.degradation is not None:
-            raise ValueError(
+            raise ConfigError(
                 "data.degradation cannot be combined with data.dataset='paired' (LR comes from files)"
             )
         self._datasets: dict[str, Dataset] = {}
@@ -125,7 +126,7 @@ class ImageDataModule(L.LightningDataModule):
     def dataset(self, subset: str) -> Dataset:
         """The dataset of one subset (train, val, test, predict), built once."""
         if subset not in SUBSETS:
-            raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+            raise ConfigError(f"subset must be one of {SUBSETS}, got {subset!r}")
         if subset not in self._datasets:
             self._datasets[subset] = self._build(subset)
         return self._datasets[subset]
@@ -165,7 +166,7 @@ class ImageDataModule(L.LightningDataModule):
     def _folder(self, subset: str) -> ImageFolderDataset:
         h = self.hparams
         if h.root is None:
-            raise ValueError(f"data.root is required for data.dataset='folder'; {FOLDER_LAYOUT}")
+            raise ConfigError(f"data.root is required for data.dataset='folder'; {FOLDER_LAYOUT}")
         folder, split = self._subset_folder(self._existing(h.root, "data.root"), subset)
         classes = self.dataset("train").classes if subset != "train" else None
         transform = CropTransform(
@@ -189,7 +190,7 @@ class ImageDataModule(L.LightningDataModule):
     def _paired(self, subset: str) -> PairedFolderDataset:
         h = self.hparams
         if h.hr_root is None or h.lr_root is None:
-            raise ValueError(
+            raise ConfigError(
                 f"data.hr_root and data.lr_root are required for data.dataset='paired'; {PAIRED_LAYOUT}"
             )
         hr_folder, split = self._subset_folder(self._existing(h.hr_root, "data.hr_root"), subset)

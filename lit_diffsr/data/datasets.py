@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from lit_diffsr.data.degradations import Degradation, from_uint8
 from lit_diffsr.data.io import (
     IMAGE_EXTENSIONS,
+    DatasetLayoutError,
     ImageReadError,
     find_images,
     is_image_file,
@@ -30,6 +31,7 @@ from lit_diffsr.data.io import (
     read_image_size,
 )
 from lit_diffsr.data.transforms import CropTransform, PairAugmentation, SmallImageError, fit_small_image
+from lit_diffsr.errors import ConfigError
 
 ItemKey = int | tuple[int, int]
 
@@ -41,10 +43,6 @@ PAIRED_LAYOUT = (
     "expected an HR folder and an LR folder with the same file names (hr/0001.png <-> lr/0001.png) "
     "or DIV2K names (hr/0001.png <-> lr/0001x4.png), LR images exactly `scale` times smaller"
 )
-
-
-class DatasetLayoutError(FileNotFoundError):
-    """A data folder is missing, empty or laid out unexpectedly; the message names the folder."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +58,10 @@ class RandomSplit:
     def select(self, count: int) -> np.ndarray:
         """Sorted indices of this subset among `count` items."""
         if self.subset not in ("train", "val"):
-            raise ValueError(f"RandomSplit subset must be 'train' or 'val', got {self.subset!r}")
+            raise ConfigError(f"RandomSplit subset must be 'train' or 'val', got {self.subset!r}")
         num_val = self.num_val if self.num_val is not None else max(1, round(self.val_fraction * count))
         if not 0 < num_val < count:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot hold out {num_val} of {count} images for validation (need 0 < num_val < {count}); "
                 "adjust val_fraction / num_val or provide a separate validation folder"
             )
@@ -177,7 +175,7 @@ class ImageFolderDataset(Dataset):
 
     def _resolve_class_folders(self, class_folders: bool | str) -> bool:
         if class_folders not in (True, False, "auto"):
-            raise ValueError(f"class_folders must be true, false or 'auto', got {class_folders!r}")
+            raise ConfigError(f"class_folders must be true, false or 'auto', got {class_folders!r}")
         if class_folders != "auto":
             return bool(class_folders)
         if not find_images(self.root, recursive=False):
@@ -238,7 +236,12 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         index, rng = item_rng(key, self.seed)
         path = self.files[index]
-        image = load_rgb(path)
+        try:
+            image = load_rgb(path)
+        except ImageReadError as error:
+            raise ImageReadError(
+                f"{error}; remove or replace the file, or leave unreadable images out: data.skip_corrupt=true"
+            ) from None
         if self.transform is not None:
             image = fit_small_image(image, self.transform.crop_size, self.small_image, path)
             image = self.transform(image, rng)
@@ -271,7 +274,7 @@ class PairedFolderDataset(Dataset):
             if not root.is_dir():
                 raise DatasetLayoutError(f"image folder {str(root)!r} does not exist; {PAIRED_LAYOUT}")
         if crop_size is not None and crop_size % self.scale:
-            raise ValueError(f"crop_size {crop_size} must be divisible by the scale {self.scale}")
+            raise ConfigError(f"crop_size {crop_size} must be divisible by the scale {self.scale}")
         self.crop_size, self.train = crop_size, train
         self.augmentation = PairAugmentation() if train and augment else None
         pairs = self._match_pairs()
@@ -290,7 +293,7 @@ class PairedFolderDataset(Dataset):
             raise DatasetLayoutError(f"image folder {str(empty)!r} contains no images; {PAIRED_LAYOUT}")
         (hr_height, _), (lr_height, _) = read_image_size(hr_files[0]), read_image_size(lr_files[0])
         if hr_height % lr_height:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot infer the SR scale: {str(hr_files[0])!r} (height {hr_height}) is not an integer "
                 f"multiple of {str(lr_files[0])!r} (height {lr_height}); give the scale explicitly"
             )
@@ -322,7 +325,7 @@ class PairedFolderDataset(Dataset):
     def _check_sizes(self, hr_path: Path, lr_path: Path) -> None:
         (hr_height, hr_width), (lr_height, lr_width) = read_image_size(hr_path), read_image_size(lr_path)
         if (hr_height, hr_width) != (lr_height * self.scale, lr_width * self.scale):
-            raise ValueError(
+            raise ConfigError(
                 f"HR {str(hr_path)!r} is {hr_height}x{hr_width} but LR {str(lr_path)!r} is "
                 f"{lr_height}x{lr_width}: sizes must differ by exactly the scale {self.scale}"
             )
@@ -425,9 +428,9 @@ class DemoPhotos(Dataset):
         seed: int = 0,
     ):
         if split not in ("train", "val", "test"):
-            raise ValueError(f"DemoPhotos split must be 'train', 'val' or 'test', got {split!r}")
+            raise ConfigError(f"DemoPhotos split must be 'train', 'val' or 'test', got {split!r}")
         if context < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"demo context must be >= 1 (the photo's short side is resolution * context), got {context}"
             )
         self.split, self.resolution, self.seed = split, resolution, seed

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from lit_diffsr.errors import ConfigError
+
 DOWNSAMPLE_METHODS = ("bicubic", "area", "box")
 
 
@@ -56,9 +58,9 @@ def _antialiased_cubic_weights(in_size: int, scale: int) -> np.ndarray:
 def _check_divisible(image: np.ndarray, scale: int) -> None:
     height, width = image.shape[:2]
     if not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"downsample scale must be a positive integer, got {scale!r}")
+        raise ConfigError(f"downsample scale must be a positive integer, got {scale!r}")
     if height % scale or width % scale:
-        raise ValueError(
+        raise ConfigError(
             f"image size {height}x{width} is not divisible by the downsample scale {scale}; "
             f"crop it to a multiple of {scale} first (e.g. a crop size divisible by the scale)"
         )
@@ -75,7 +77,7 @@ def downsample(image: np.ndarray, scale: int, method: str = "bicubic") -> np.nda
     """
     _check_divisible(image, scale)
     if method not in DOWNSAMPLE_METHODS:
-        raise ValueError(f"unknown downsample method {method!r}; allowed: {', '.join(DOWNSAMPLE_METHODS)}")
+        raise ConfigError(f"unknown downsample method {method!r}; allowed: {', '.join(DOWNSAMPLE_METHODS)}")
     height, width, channels = image.shape
     if method in ("area", "box"):
         blocks = image.reshape(height // scale, scale, width // scale, scale, channels)
@@ -111,16 +113,17 @@ def _filter_separable(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
 
 def _check_odd_size(name: str, size: int, image: np.ndarray) -> None:
     if not isinstance(size, (int, np.integer)) or size < 1 or size % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd integer, got {size!r}")
+        raise ConfigError(f"{name} must be a positive odd integer, got {size!r}")
     if size // 2 >= min(image.shape[:2]):
-        raise ValueError(f"{name}={size} is too large for an image of size {image.shape[0]}x{image.shape[1]}")
+        height, width = image.shape[:2]
+        raise ConfigError(f"{name}={size} is too large for an image of size {height}x{width}")
 
 
 def gaussian_blur(image: np.ndarray, sigma: float, kernel_size: int | None = None) -> np.ndarray:
     """Blur with the isotropic Gaussian k(x) ∝ exp(-x² / 2σ²), truncated to `kernel_size` taps
     (default 2·ceil(3σ) + 1, which keeps 99.7 % of the mass) and renormalised."""
     if sigma <= 0:
-        raise ValueError(f"gaussian_blur sigma must be > 0, got {sigma}")
+        raise ConfigError(f"gaussian_blur sigma must be > 0, got {sigma}")
     kernel_size = 2 * math.ceil(3 * sigma) + 1 if kernel_size is None else kernel_size
     _check_odd_size("gaussian_blur kernel_size", kernel_size, image)
     offsets = np.arange(kernel_size) - kernel_size // 2
@@ -137,7 +140,7 @@ def uniform_blur(image: np.ndarray, size: int) -> np.ndarray:
 def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator, clip: bool = True) -> np.ndarray:
     """y = x + σ·n with n ~ N(0, I); σ is in [-1, 1] image units (σ = 2/255 is one 8-bit level)."""
     if sigma < 0:
-        raise ValueError(f"noise sigma must be >= 0, got {sigma}")
+        raise ConfigError(f"noise sigma must be >= 0, got {sigma}")
     noisy = image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(noisy, -1.0, 1.0) if clip else noisy
 
@@ -145,7 +148,7 @@ def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator, clip: b
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """Round trip through an 8-bit JPEG file (PIL encoder, 4:2:0 chroma subsampling) at `quality`."""
     if not 1 <= quality <= 100:
-        raise ValueError(f"jpeg quality must be in [1, 100], got {quality}")
+        raise ConfigError(f"jpeg quality must be in [1, 100], got {quality}")
     buffer = io.BytesIO()
     Image.fromarray(to_uint8(image)).save(buffer, format="JPEG", quality=int(quality))
     buffer.seek(0)
@@ -160,7 +163,7 @@ def center_box_mask(height: int, width: int, fraction: float = 0.5) -> np.ndarra
     """Mask hiding a centred box whose sides are `fraction` of the image sides (fraction 0.5 hides
     a quarter of the area, the "center" mask of I²SB / Palette). 1 = observed, 0 = missing."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"center mask fraction must be in (0, 1), got {fraction}")
+        raise ConfigError(f"center mask fraction must be in (0, 1), got {fraction}")
     box_height, box_width = round(height * fraction), round(width * fraction)
     top, left = (height - box_height) // 2, (width - box_width) // 2
     mask = np.ones((height, width), dtype=np.float32)
@@ -199,7 +202,7 @@ def freeform_mask(
     in that range is reached; a stroke that would overshoot the upper bound is redrawn smaller."""
     low, high = coverage
     if not 0.0 <= low <= high < 1.0:
-        raise ValueError(f"freeform mask coverage must satisfy 0 <= low <= high < 1, got {coverage}")
+        raise ConfigError(f"freeform mask coverage must satisfy 0 <= low <= high < 1, got {coverage}")
     rng = np.random.default_rng() if rng is None else rng
     target = rng.uniform(low, high)
     missing = np.zeros((height, width), dtype=bool)
@@ -295,7 +298,7 @@ class Degradation:
         kinds = [step["type"] for step in self.steps]
         self.has_mask = "mask" in kinds
         if self.has_mask and "downsample" in kinds[kinds.index("mask") :]:
-            raise ValueError(
+            raise ConfigError(
                 "a downsample degradation step cannot follow a mask step (the mask would no longer "
                 "match the image size); put the mask step after the downsample"
             )
@@ -305,32 +308,34 @@ class Degradation:
         where = f"degradation step {position}"
         kind = step.get("type")
         if kind not in _STEP_KEYS:
-            raise ValueError(f"{where}: unknown type {kind!r}; allowed types: {', '.join(_STEP_KEYS)}")
+            raise ConfigError(f"{where}: unknown type {kind!r}; allowed types: {', '.join(_STEP_KEYS)}")
         allowed = _COMMON_KEYS + _STEP_KEYS[kind]
         for key, value in step.items():
             if key not in allowed:
-                raise ValueError(f"{where} ({kind}): unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+                allowed_keys = ", ".join(allowed)
+                raise ConfigError(f"{where} ({kind}): unknown key {key!r}; allowed keys: {allowed_keys}")
             if _is_range(value) and key != "coverage" and (key not in _RANGE_KEYS or len(value) != 2):
-                raise ValueError(
+                raise ConfigError(
                     f"{where} ({kind}): {key!r} takes a single value, got {list(value)}; "
                     f"only {', '.join(_RANGE_KEYS)} accept a [low, high] range"
                 )
         for key in _REQUIRED_KEYS[kind]:
             if key not in step:
-                raise ValueError(f"{where} ({kind}): missing required key {key!r}")
+                raise ConfigError(f"{where} ({kind}): missing required key {key!r}")
         step["prob"] = float(step.get("prob", 1.0))
         if not 0.0 <= step["prob"] <= 1.0:
-            raise ValueError(f"{where} ({kind}): prob must be in [0, 1], got {step['prob']}")
+            raise ConfigError(f"{where} ({kind}): prob must be in [0, 1], got {step['prob']}")
         if kind == "downsample" and step["prob"] != 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: 'prob' is not allowed for downsample, the observation size must be fixed"
             )
         if kind == "downsample" and step.get("method", "bicubic") not in DOWNSAMPLE_METHODS:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: unknown method {step['method']!r}; allowed: {', '.join(DOWNSAMPLE_METHODS)}"
             )
         if kind == "mask" and step["kind"] not in MASK_KINDS:
-            raise ValueError(f"{where}: unknown mask kind {step['kind']!r}; allowed: {', '.join(MASK_KINDS)}")
+            kinds = ", ".join(MASK_KINDS)
+            raise ConfigError(f"{where}: unknown mask kind {step['kind']!r}; allowed: {kinds}")
         return step
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> Degraded:

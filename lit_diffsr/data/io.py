@@ -7,14 +7,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lit_diffsr.errors import UserError
+
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 
 # PIL modes that hold one 16- or 32-bit integer channel (16-bit PNG / TIFF greyscale).
 _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
-class ImageReadError(OSError):
+class ImageReadError(UserError, OSError):
     """An image file could not be decoded; the message names the file."""
+
+
+class DatasetLayoutError(UserError, FileNotFoundError):
+    """A data folder is missing, empty or laid out unexpectedly; the message names the folder."""
 
 
 def is_image_file(path: Path) -> bool:
@@ -29,7 +35,7 @@ def find_images(root: str | Path, recursive: bool = True) -> list[Path]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory")
+        raise DatasetLayoutError(f"image folder {str(root)!r} does not exist or is not a directory")
     candidates = root.rglob("*") if recursive else root.iterdir()
     return sorted(
         path

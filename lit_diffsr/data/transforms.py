@@ -13,10 +13,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from lit_diffsr.errors import ConfigError
+
 SMALL_IMAGE_POLICIES = ("upscale", "error")
 
 
-class SmallImageError(ValueError):
+class SmallImageError(ConfigError):
     """An image is smaller than the crop and the policy is small_image='error'."""
 
 
@@ -27,7 +29,7 @@ def fit_small_image(image: np.ndarray, crop_size: int, policy: str, source: str 
     equals `crop_size`; "error": a smaller image raises SmallImageError naming `source`.
     """
     if policy not in SMALL_IMAGE_POLICIES:
-        raise ValueError(f"small_image must be one of {SMALL_IMAGE_POLICIES}, got {policy!r}")
+        raise ConfigError(f"small_image must be one of {SMALL_IMAGE_POLICIES}, got {policy!r}")
     height, width = image.shape[:2]
     if min(height, width) >= crop_size:
         return image
@@ -51,7 +53,7 @@ class CropTransform:
 
     def __init__(self, crop_size: int, train: bool, resize: bool = True, random_flip: bool = True):
         if crop_size < 1:
-            raise ValueError(f"crop_size must be a positive integer, got {crop_size}")
+            raise ConfigError(f"crop_size must be a positive integer, got {crop_size}")
         self.crop_size = crop_size
         steps: list[A.BasicTransform] = []
         if resize:  # INTER_AREA: anti-aliased when shrinking (ADM's ImageNet preprocessing also box-filters)

@@ -290,7 +290,7 @@ def frozen_autoencoder(checkpoint: str | Path | None, config: Any = None) -> Fro
     and smoke runs only, with a warning.
     """
     if checkpoint is not None:
-        method = load_method(checkpoint)
+        method = load_method(checkpoint, what="model.autoencoder_ckpt")
         if not isinstance(method, AutoencoderMethod):
             raise ConfigError(
                 f"model.autoencoder_ckpt={str(checkpoint)!r} holds a {type(method).__name__}, not an "

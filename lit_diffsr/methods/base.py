@@ -11,19 +11,27 @@ writes them as the checkpoint's `state_dict`, so `load_from_checkpoint` and pred
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
+import os
+import pkgutil
 import random
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.errors import ConfigError, UntrustedFileError
+from lit_diffsr.safe_load import first_line, load_tensors
+
+log = logging.getLogger("lit_diffsr")
 
 
 def as_dict(config: Any) -> dict:
@@ -40,6 +48,58 @@ def build_net(net: Any) -> torch.nn.Module:
     if isinstance(net, torch.nn.Module):
         return net
     return instantiate(as_dict(net))
+
+
+def check_optimiser_settings(optim: dict) -> None:
+    """The ranges AdamW accepts, checked here so the message names the config key."""
+    lr, weight_decay, betas = optim["lr"], optim["weight_decay"], tuple(optim["betas"])
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ConfigError(f"model.optim.lr={lr!r} must be a positive number (e.g. 1e-4)")
+    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+        raise ConfigError(f"model.optim.weight_decay={weight_decay!r} must be a number >= 0")
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"model.optim.betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+
+
+def flatten(config: Any, prefix: str = "model") -> dict[str, Any]:
+    """{"model.optim.lr": 1e-4, ...} from nested dicts; lists and tuples are values (compared as lists)."""
+    if isinstance(config, Mapping):
+        return {k: v for key, value in config.items() for k, v in flatten(value, f"{prefix}.{key}").items()}
+    return {prefix: list(config) if isinstance(config, tuple) else config}
+
+
+def describe_changes(saved: Mapping, current: Mapping) -> list[str]:
+    """`key: saved -> current` for each hyper-parameter a resumed run sets differently from its checkpoint."""
+    before, after = flatten(as_dict(saved)), flatten(as_dict(current))
+    missing = object()
+    return [
+        f"{key}: {before.get(key, 'unset')!r} -> {after.get(key, 'unset')!r}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, missing) != after.get(key, missing)
+    ]
+
+
+# Optimiser settings that a checkpoint restores over the config (the optimiser's param groups and the LR
+# schedule's base rates): on resume they are set to the config's values, so a changed setting is applied.
+RESTORED_OPTIMISER_SETTINGS = ("lr", "betas", "weight_decay")
+
+
+def apply_optimiser_settings(checkpoint: dict, saved: Mapping, current: Mapping) -> None:
+    """Write `current`'s lr, betas and weight decay into the checkpoint's optimiser and LR-schedule states
+    before Lightning restores them. The LR keeps its schedule position: every group's rate and every base
+    rate are scaled by new lr / old lr; groups without weight decay keep none."""
+    ratio = float(current["lr"]) / float(saved.get("lr", current["lr"]))
+    for state in checkpoint.get("optimizer_states", []):
+        for group in state.get("param_groups", []):
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+            group["betas"] = tuple(current["betas"])
+            if group.get("weight_decay"):
+                group["weight_decay"] = current["weight_decay"]
+    for schedule in checkpoint.get("lr_schedulers", []):
+        if "base_lrs" in schedule:
+            schedule["base_lrs"] = [rate * ratio for rate in schedule["base_lrs"]]
 
 
 VALIDATION_SEED = 20_221_115  # any fixed number: validation noise is the same at every validation
@@ -63,21 +123,97 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def load_method(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionMethod:
+TRUSTED_TARGETS_VARIABLE = "LIT_DIFFSR_TRUSTED_TARGETS"
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@functools.cache
+def own_classes() -> dict[str, type]:
+    """The allow-list: every network class defined in `lit_diffsr.nets` and every method exported by
+    `lit_diffsr.methods`, under their defining and their re-exported names. Only these names, read from a
+    checkpoint, are imported or instantiated."""
+    import lit_diffsr.methods as methods
+    import lit_diffsr.nets as nets
+
+    allowed: dict[str, type] = {}
+    for info in pkgutil.walk_packages(nets.__path__, prefix="lit_diffsr.nets."):
+        module = importlib.import_module(info.name)  # our own modules, by our own names
+        for cls in vars(module).values():
+            if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls.__module__ == info.name:
+                allowed[class_path(cls)] = cls
+    for package in (nets, methods):
+        for name in package.__all__:
+            cls = getattr(package, name)
+            if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
+                allowed[f"{package.__name__}.{name}"] = allowed[class_path(cls)] = cls
+    return allowed
+
+
+def trusted_targets(extra: Sequence[str] = ()) -> set[str]:
+    """Names beyond the allow-list that the user vouches for: `extra`, and the comma-separated
+    LIT_DIFFSR_TRUSTED_TARGETS (for classes of their own, in checkpoints they made themselves)."""
+    listed = os.environ.get(TRUSTED_TARGETS_VARIABLE, "")
+    return {name.strip() for name in listed.split(",") if name.strip()} | set(extra)
+
+
+def targets_in(config: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(key path, value) of every `_target_` in a nested dict/list config."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            if key == "_target_":
+                yield where, value
+            else:
+                yield from targets_in(value, f"{where}.{key}")
+    elif isinstance(config, (list, tuple)):
+        for index, value in enumerate(config):
+            yield from targets_in(value, f"{where}[{index}]")
+
+
+def refuse_foreign_name(name: Any, key: str, path: Path, what: str, trusted: set[str]) -> None:
+    if not isinstance(name, str) or (name not in own_classes() and name not in trusted):
+        raise UntrustedFileError(
+            f"{what}: refused {path}: its {key} names {name!r}, which is not a lit_diffsr network or method; "
+            f"loading it would import and run that code. If you made this file with a class of your own, "
+            f"trust that name explicitly: {TRUSTED_TARGETS_VARIABLE}={name}"
+        )
+
+
+def load_method(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    what: str = "checkpoint",
+    trusted: Sequence[str] = (),
+) -> DiffusionMethod:
     """Load any trained method from its checkpoint alone (EMA weights: they are the checkpoint's state_dict).
 
     The class is recorded in the checkpoint by `DiffusionMethod.on_save_checkpoint`, so pipelines and
-    training-free methods (DDRM priors, cascade stages, frozen autoencoders) need nothing but the path."""
+    training-free methods (DDRM priors, cascade stages, frozen autoencoders) need nothing but the path.
+    The file is untrusted: it is read with weights_only=True, and its method class and every `_target_` of
+    its hyper-parameters must be on the allow-list (`own_classes`) or in `trusted` /
+    LIT_DIFFSR_TRUSTED_TARGETS before anything is imported. `what` names the input in error messages."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"no checkpoint at {path}: pass the path of a .ckpt written by `lit_diffsr fit`")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    class_path = checkpoint.get("lit_diffsr_method")
-    if class_path is None:
-        raise ConfigError(f"{path} was not written by lit_diffsr (no 'lit_diffsr_method' entry)")
-    module_name, _, class_name = class_path.rpartition(".")
-    method_class = getattr(importlib.import_module(module_name), class_name)
-    return method_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        raise ConfigError(f"{what}: no checkpoint at {path}; pass a .ckpt written by `lit_diffsr fit`")
+    checkpoint = load_tensors(path, what=what, mmap=True)
+    if not isinstance(checkpoint, Mapping) or "lit_diffsr_method" not in checkpoint:
+        raise ConfigError(f"{what}: {path} was not written by lit_diffsr (no 'lit_diffsr_method' entry)")
+    trusted_names = trusted_targets(trusted)
+    method_name = checkpoint["lit_diffsr_method"]
+    refuse_foreign_name(method_name, "lit_diffsr_method", path, what, trusted_names)
+    for key, target in targets_in(checkpoint.get("hyper_parameters") or {}, "hyper_parameters"):
+        refuse_foreign_name(target, f"{key}._target_", path, what, trusted_names)
+    method_class = own_classes().get(method_name) or get_class(method_name)
+    if not (isinstance(method_class, type) and issubclass(method_class, DiffusionMethod)):
+        raise ConfigError(f"{what}: {path} names {method_name!r}, which is not a DiffusionMethod")
+    try:
+        return method_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except RuntimeError as error:  # e.g. weights that do not fit the network the hyper-parameters describe
+        reason = first_line(error)
+        raise ConfigError(f"{what}: {path} does not load into {method_class.__name__}: {reason}") from None
 
 
 class DiffusionMethod(L.LightningModule):
@@ -88,6 +224,7 @@ class DiffusionMethod(L.LightningModule):
         self.net = build_net(net)
         self.optim = {"lr": 1e-4, "weight_decay": 0.0, "betas": (0.9, 0.999), "warmup_steps": 0}
         self.optim.update(as_dict(optim))
+        check_optimiser_settings(self.optim)
         self.val_sample_batches = val_sample_batches
 
     # -- to implement -------------------------------------------------------------------------------
@@ -106,6 +243,12 @@ class DiffusionMethod(L.LightningModule):
     def check_class_count(self, num_classes: int | None) -> None:
         """A class-conditional model needs an embedding row for every class of the data."""
         data_classes = getattr(self.datamodule, "num_classes", None)
+        if num_classes and data_classes is None and hasattr(self.datamodule, "num_classes"):
+            raise ConfigError(
+                f"model.num_classes={num_classes} but the training images have no labels (no class "
+                "sub-folders under data.root): arrange them as data.root/<class>/*.png, or train "
+                "unconditionally with model.num_classes=null"
+            )
         if num_classes and data_classes and data_classes > num_classes:
             raise ConfigError(
                 f"model.num_classes={num_classes} but the data has {data_classes} classes; "
@@ -229,8 +372,16 @@ class DiffusionMethod(L.LightningModule):
         checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is None or self._trainer.state.fn != "fit":
+            return
+        # A resumed run uses the config's settings; say which differ from the checkpoint's, and apply the
+        # optimiser's ones that the checkpoint would otherwise restore over them.
+        saved = checkpoint.get("hyper_parameters") or {}
+        for change in describe_changes(saved, self.hparams):
+            log.warning("Resuming with a changed setting (the config's value applies): %s", change)
+        apply_optimiser_settings(checkpoint, saved.get("optim") or {}, self.optim)
         states = checkpoint.get("rng_states")
-        if not states or self._trainer is None or self._trainer.state.fn != "fit":
+        if not states:
             return
         kind, keys, *rest = states["numpy"]
         set_rng_states({**states, "numpy": (kind, keys.numpy().astype(np.uint32), *rest)})

@@ -333,10 +333,7 @@ def load_prior(prior_ckpt: str | None) -> DiffusionMethod:
             f"model.prior_ckpt={prior_ckpt}: no such file; pass a checkpoint written by "
             "`lit_diffsr fit` (e.g. <run>/checkpoints/last.ckpt)"
         )
-    try:
-        return load_method(prior_ckpt)
-    except ConfigError as error:
-        raise ConfigError(f"model.prior_ckpt: {error}") from error
+    return load_method(prior_ckpt, what="model.prior_ckpt")
 
 
 def prior_diffusion(prior: DiffusionMethod, where: str) -> GaussianDiffusion:

@@ -24,6 +24,7 @@ from lit_diffsr.diffusion import SchrodingerBridge
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, as_dict
 from lit_diffsr.methods.sampling import merge_config
+from lit_diffsr.safe_load import load_tensors
 
 BRIDGE_DEFAULTS = {"n_steps": 1000, "beta_max": 0.3, "beta_min": 1e-4}
 # steps: NFE; ot_ode: deterministic bridge (training and sampling, as I²SB's --ot-ode); seed: sampling noise.
@@ -37,7 +38,7 @@ def load_net_weights(net: torch.nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model.init_from={str(path)!r} is not a file; pass a .ckpt or a state_dict .pt")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_tensors(path, what="model.init_from")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ConfigError(

@@ -189,7 +189,8 @@ def build_stages(specs: Mapping[str, Mapping[str, Any]], device: str = "cpu") ->
             raise ConfigError(
                 f"pipeline.stages.{name}.checkpoint is missing: pass the .ckpt of a trained model"
             )
-        method = load_method(spec.pop("checkpoint"), map_location=device).eval()
+        where = f"pipeline.stages.{name}.checkpoint"
+        method = load_method(spec.pop("checkpoint"), map_location=device, what=where).eval()
         unknown = set(spec) - (set(StageOptions.__dataclass_fields__) - {"name", "method"})
         if unknown:
             raise ConfigError(

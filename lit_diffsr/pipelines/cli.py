@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid, save_image
 
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.pipelines.cascade import build_stages, sample_cascade
 
 log = logging.getLogger("lit_diffsr")
@@ -66,11 +66,8 @@ def run(cfg: DictConfig) -> list[torch.Tensor]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 def hydra_entry(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error():
         run(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def main(argv: list[str]) -> None:

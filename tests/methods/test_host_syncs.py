@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lit_diffsr.callbacks import ForeachEMA, ProgressBar
+from lit_diffsr.callbacks import DivergenceGuard, ForeachEMA, ProgressBar
 from lit_diffsr.methods import ClassConditionalDiffusion
 from lit_diffsr.methods.autoencoder import AutoencoderMethod
 from lit_diffsr.methods.i2sb import I2SB
@@ -127,6 +127,7 @@ def host_reads_of_fit(make_method, steps: int, metrics_every_s: float, tmp_path,
             enable_checkpointing=False,
             enable_model_summary=False,
             callbacks=[
+                DivergenceGuard(),
                 ForeachEMA(decay=0.999),
                 ProgressBar(metrics_every_s=metrics_every_s),
                 LearningRateMonitor(logging_interval="step"),

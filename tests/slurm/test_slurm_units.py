@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from lit_diffsr.callbacks.checkpointing import AtomicCheckpointIO, SlurmRequeue, hpc_checkpoints
 from lit_diffsr.data.samplers import SeededSampler
 from lit_diffsr.loggers import CSVLogger
+from lit_diffsr.run_dir import newest_checkpoint, resolve_ckpt_path
 from lit_diffsr.slurm import expand_grid, slurm_job_id, slurm_run_name, wandb_run_id
 from lit_diffsr.slurm.job import register_resolvers
-from lit_diffsr.train import newest_checkpoint, resolve_ckpt_path
 
 ARRAY_TASK = {
     "SLURM_JOB_ID": "7",

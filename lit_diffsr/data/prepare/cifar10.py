@@ -14,7 +14,6 @@ Two sources (`--src`):
 from __future__ import annotations
 
 import argparse
-import pickle
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 
 from lit_diffsr.data.io import find_images
 from lit_diffsr.data.prepare.engine import CountCheck, Job, Output, Plan, PrepareError
+from lit_diffsr.safe_load import load_pickled_arrays
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCHES = {"train": [f"data_batch_{number}" for number in range(1, 6)], "test": ["test_batch"]}
@@ -41,10 +41,9 @@ def image_from_row(row: np.ndarray) -> Image.Image:
 
 
 def read_pickle(path: Path) -> dict:
-    # Unpickling can run code: only point --src at the official files. They were pickled by
-    # Python 2, so encoding="bytes" is needed and their keys come back as bytes.
-    with path.open("rb") as file:
-        return pickle.load(file, encoding="bytes")
+    # The official files were pickled by Python 2, so encoding="bytes" is needed and their keys come back
+    # as bytes. Arrays and plain containers only: a file naming anything else is refused, not run.
+    return load_pickled_arrays(path, what="--src", encoding="bytes")
 
 
 def find_batch_folder(src: Path) -> Path | None:

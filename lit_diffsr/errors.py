@@ -36,10 +36,15 @@ def debugging() -> bool:
 def find_user_error(error: BaseException) -> UserError | None:
     """The UserError behind `error`: itself, or one it was raised from (Hydra wraps errors raised while it
     instantiates an object; a DataLoader worker's error is re-raised in the main process)."""
+    from omegaconf.errors import MissingMandatoryValue
+
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, UserError):
             return error
+        if isinstance(error, MissingMandatoryValue):  # a `???` in the config that nobody set
+            key = getattr(error, "full_key", None) or "a mandatory key"
+            return ConfigError(f"{key} is not set: pass {key}=VALUE on the command line or in the experiment")
         seen.add(id(error))
         error = error.__cause__
     return None

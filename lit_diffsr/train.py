@@ -17,11 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.spike import TrainingSpikeException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lit_diffsr.errors import ConfigError, exit_on_user_error, find_user_error
+from lit_diffsr.errors import ConfigError, DivergenceError, exit_on_user_error, find_user_error
 from lit_diffsr.methods.base import class_path, describe_changes
 from lit_diffsr.run_dir import (
     RunLock,
@@ -54,13 +55,14 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def build(section: str, spec: Any, **kwargs: Any) -> Any:
-    """`instantiate(spec)`; a value of the wrong type or an unknown key under `section` (a TypeError from
-    the constructor) is the user's error, reported with the section's name."""
+    """`instantiate(spec)`; an unknown or missing argument under `section` (`+model.lrr=1`: a TypeError
+    about the constructor's arguments) is the user's error, reported with the section's name."""
     try:
         return instantiate(spec, **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
-        if find_user_error(error) is not None or not isinstance(cause, TypeError):
+        about_arguments = isinstance(cause, TypeError) and "argument" in str(cause)
+        if find_user_error(error) is not None or not about_arguments:
             raise
         raise ConfigError(f"{section}: {first_line(cause)}; check the {section}.* values you set") from None
 
@@ -144,7 +146,14 @@ def run_command(cfg: DictConfig, output_dir: Path) -> dict:
         if command == "fit":
             if signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
                 signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # an earlier fit in this process ignored it
-            trainer.fit(model, datamodule=datamodule, **load)
+            try:
+                trainer.fit(model, datamodule=datamodule, **load)
+            except TrainingSpikeException as error:  # the opt-in callbacks.spike (Lightning's SpikeDetection)
+                raise DivergenceError(
+                    f"{error} (callbacks.spike): the run stopped; the batches are listed in "
+                    f"{Path(trainer.default_root_dir) / 'skip_batches.json'}. Resume from a checkpoint "
+                    "before the spike with a lower model.optim.lr, or relax callbacks.spike.rtol"
+                ) from None
             # Slurm's requeue warning may still arrive while the job winds down: it must not kill the process.
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         elif command == "predict":

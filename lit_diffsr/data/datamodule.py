@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from lit_diffsr.data.degradations import Degradation
 from lit_diffsr.data.samplers import SeededSampler
 from lit_diffsr.data.transforms import SMALL_IMAGE_POLICIES, CropTransform
 from lit_diffsr.errors import ConfigError
+
+log = logging.getLogger("lit_diffsr")
 
 DATASETS = ("folder", "paired", "demo")
 SUBSETS = ("train", "val", "test", "predict")
@@ -257,6 +260,13 @@ class ImageDataModule(L.LightningDataModule):
         if self._train_sampler_state is not None:
             sampler.load_state_dict(self._train_sampler_state)
             self._train_sampler_state = None
+            if sampler.seed != self.hparams.seed:  # a resume with another data.seed: the config's applies
+                log.warning(
+                    "Resuming with a changed setting (the config's value applies): data.seed: %d -> %d; the "
+                    "rest of this epoch follows the new order, so some of its items may repeat or be skipped",
+                    sampler.seed, self.hparams.seed,
+                )
+                sampler.seed = self.hparams.seed
         self._train_sampler = sampler
         return self._loader(dataset, self.hparams.batch_size, sampler)
 

@@ -18,6 +18,7 @@ import socket
 import time
 from pathlib import Path
 
+from lit_diffsr.callbacks.checkpointing import hpc_checkpoints
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.slurm.job import slurm_job_id
 
@@ -29,7 +30,7 @@ LOCK_FILE = ".lit_diffsr.lock"
 def newest_checkpoint(output_dir: Path) -> Path | None:
     """The most recently written of `<output_dir>/hpc_ckpt_*.ckpt` (Slurm requeue saves) and
     `<output_dir>/checkpoints/last.ckpt`, or None when the run has none yet."""
-    candidates = [*output_dir.glob("hpc_ckpt_*.ckpt"), output_dir / "checkpoints" / "last.ckpt"]
+    candidates = [*hpc_checkpoints(output_dir), output_dir / "checkpoints" / "last.ckpt"]
     existing = [path for path in candidates if path.is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime_ns, default=None)
 
@@ -57,7 +58,7 @@ def refuse_to_mix_runs(output_dir: Path) -> None:
     """A fresh fit into a directory that holds another run's checkpoints would interleave the two runs'
     checkpoints and metrics: stop before the run writes anything (the CLI checks a named directory before
     Hydra writes its .hydra/ too, see `cli.refuse_to_mix_named_run`)."""
-    found = sorted(output_dir.glob("checkpoints/*.ckpt")) + sorted(output_dir.glob("hpc_ckpt_*.ckpt"))
+    found = sorted(output_dir.glob("checkpoints/*.ckpt")) + hpc_checkpoints(output_dir)
     if found:
         raise ConfigError(
             f"paths.output_dir={output_dir} already holds a run ({len(found)} checkpoint(s), e.g. "

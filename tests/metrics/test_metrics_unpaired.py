@@ -72,6 +72,8 @@ def test_unpaired_fid_and_kid_match_torch_fidelity(image_sets, torch_fidelity_sc
             f"ref_dir={image_sets['reference']}",
             "paired=false",
             f"out_dir={tmp_path}",
+            f"kid_subset_size={NUM_IMAGES}",
+            "kid_subsets=3",
         ]
     )
     summary = result["summary"]
@@ -79,6 +81,7 @@ def test_unpaired_fid_and_kid_match_torch_fidelity(image_sets, torch_fidelity_sc
     assert summary["fid"] == pytest.approx(torch_fidelity_scores["frechet_inception_distance"], rel=1e-4)
     assert summary["kid"] == pytest.approx(torch_fidelity_scores["kernel_inception_distance_mean"], rel=1e-4)
     assert summary["fid"] > 10 and summary["kid"] > 0.01  # different photographs: far from zero
+    assert summary["kid_std"] < 1e-12  # every subset holds all images, in another order
     assert result["num_images"] == result["num_reference"] == NUM_IMAGES
     errors = capsys.readouterr().err.splitlines()
     assert errors == [
@@ -143,6 +146,10 @@ def test_unpaired_arguments_are_checked(image_sets, capsys):
         ([f"pred_dir={image_sets['samples']}", "ref_stats=x.npz", "scale=4"], "['scale'] do not apply to"),
         ([f"pred_dir={image_sets['samples']}", "ref_dir=a", "ref_stats=b.npz"], "not both"),
         ([f"pred_dir={image_sets['samples']}", "ref_stats=x.npz", "metrics=kid"], "kid needs the reference"),
+        (
+            [f"pred_dir={image_sets['samples']}", "ref_stats=x.npz", "kid_subsets=0"],
+            "a positive integer, got '0'",
+        ),
     ):
         with pytest.raises(SystemExit) as exited:
             main(argv)

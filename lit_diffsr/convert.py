@@ -106,20 +106,28 @@ def convert_adm(
 
 
 def convert_i2sb(
-    path: str | Path, out: str | Path, cond_x1: bool = False, beta_max: float = 0.3, use_ema: bool = True
+    path: str | Path,
+    out: str | Path,
+    cond_x1: bool = False,
+    beta_max: float = 0.3,
+    use_ema: bool = True,
+    flags: dict[str, Any] | None = None,
 ) -> Path:
     """Convert an NVlabs I²SB checkpoint (`latest.pt`: {"net", "ema", ...}) to a lit_diffsr I2SB checkpoint.
 
-    The network is I²SB's ADM 256 (learn_sigma off; 6 input channels with `cond_x1`); its time input is
-    their noise level N · linspace(1e-4, 1, N)[n]. `beta_max` must be the run's `--beta-max`."""
-    flags = adm_import.resolve_flags("guided", False, adm_import.I2SB_FLAGS)
+    The network is I²SB's ADM 256 (learn_sigma off; 6 input channels with `cond_x1`; `flags` override its
+    guided-diffusion flags); its time input is their noise level N · linspace(1e-4, 1, N)[n]. `beta_max`
+    must be the run's `--beta-max`."""
+    flags = {**adm_import.I2SB_FLAGS, **(flags or {}), "learn_sigma": False}  # I²SB drops the variance
+    flags = adm_import.resolve_flags("guided", False, flags)
     net = adm_import.unet_config("guided", False, flags)
     method = I2SB(
         net, bridge={"n_steps": 1000, "beta_max": float(beta_max), "beta_min": 1e-4},
         sampler=dict(I2SB_SAMPLER), cond_x1=cond_x1, x1_upsample="nearest", time_input="noise_level",
     )
     state = adm_import.i2sb_release_state(adm_import.load_tensors(path, "convert i2sb"), use_ema, str(path))
-    method.net.load_state_dict(adm_import.adm_to_unet_state(state, method.net, True, str(path)))
+    legacy = not flags["use_new_attention_order"]
+    method.net.load_state_dict(adm_import.adm_to_unet_state(state, method.net, legacy, str(path)))
     return save_checkpoint(method, out)
 
 

@@ -24,7 +24,7 @@ import torch
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods import I2SB, CascadeStage, ClassConditionalDiffusion, DiffusionMethod
-from lit_diffsr.nets import adm_import
+from lit_diffsr.nets import UNet, adm_import, diffusers_unet
 from lit_diffsr.nets.adm_import import PRESETS
 
 # ADM's own sampling: 250 respaced ancestral steps (guided-diffusion README's SAMPLE_FLAGS).
@@ -187,11 +187,20 @@ def run(args: argparse.Namespace) -> Path:
                            _parse_flags(args.flags))
     if args.kind == "i2sb":
         return convert_i2sb(args.path, args.out, args.cond_x1, args.beta_max, not args.no_ema)
-    from lit_diffsr import diffusers_io
-
     if args.kind == "diffusers":
-        return diffusers_io.convert_diffusers(args.path, args.out)
-    return diffusers_io.export_diffusers(args.path, args.out)
+        return save_checkpoint(ClassConditionalDiffusion.from_diffusers(args.path), args.out)
+    return export_diffusers(args.path, args.out)
+
+
+def export_diffusers(path: str | Path, out: str | Path) -> Path:
+    """Write the UNet of the lit_diffsr checkpoint at `path` as a diffusers `UNet2DModel` folder `out`
+    (see `lit_diffsr.nets.diffusers_unet` for what maps); the weights are the checkpoint's (EMA) ones."""
+    from lit_diffsr.methods import load_method
+
+    method = load_method(path)
+    if not isinstance(method.net, UNet):
+        raise ConfigError(f"{path}: the network of a {type(method).__name__} is not a lit_diffsr UNet")
+    return diffusers_unet.write_unet_folder(method.net, out)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

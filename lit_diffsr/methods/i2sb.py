@@ -36,6 +36,15 @@ TIME_INPUTS = ("step", "noise_level")
 I2SB_T0 = 1e-4
 
 
+def check_init_file(path: str | Path) -> Path:
+    """`path` if it is a file, else a ConfigError (saying where to get published weights it names)."""
+    path = Path(path)
+    if not path.is_file():
+        hint = pretrained_hint(path) or "pass a .ckpt or a state_dict .pt"
+        raise ConfigError(f"model.init_from={str(path)!r} is not a file; {hint}")
+    return path
+
+
 def load_net_weights(net: torch.nn.Module, path: str | Path) -> None:
     """Copy weights into `net` from a lit_diffsr checkpoint (its EMA `state_dict`, keys `net.*`) or from a
     plain state_dict of the same network; a ConfigError lists missing, unexpected and mismatched keys.
@@ -43,13 +52,7 @@ def load_net_weights(net: torch.nn.Module, path: str | Path) -> None:
     A checkpoint of an ADM network (`python -m lit_diffsr convert adm`) initialises as I²SB does from ADM:
     the variance channels of a learned-sigma output are dropped and, with cond_x1, the first convolution
     gets zero weights for x1's channels (`fit_i2sb_init`)."""
-    path = Path(path)
-    if not path.is_file():
-        hint = pretrained_hint(path)
-        raise ConfigError(
-            f"model.init_from={str(path)!r} is not a file; "
-            + (hint or "pass a .ckpt or a state_dict .pt")
-        )
+    path = check_init_file(path)
     checkpoint = load_tensors(path, f"model.init_from={str(path)!r}")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
@@ -142,9 +145,19 @@ class I2SB(DiffusionMethod):
             )
         self.sampler["steps"] = nfe
 
-    def setup(self, stage: str) -> None:
+    def initialises_from_file(self) -> bool:
+        """A fresh fit (not a resume) with model.init_from set."""
         trainer = self._trainer
-        if stage == "fit" and self.init_from and trainer is not None and trainer.ckpt_path is None:
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        return bool(self.init_from) and fitting and trainer.ckpt_path is None
+
+    def prepare_data(self) -> None:
+        # Runs before the DataModule reads its data: a missing weights file is the first error reported.
+        if self.initialises_from_file():
+            check_init_file(self.init_from)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.initialises_from_file():
             load_net_weights(self.net, self.init_from)
 
     # -- the bridge's end points ----------------------------------------------------------------

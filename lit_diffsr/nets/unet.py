@@ -279,6 +279,8 @@ class UNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.model_channels = model_channels
+        self.channel_mult = tuple(channel_mult)
+        self.num_res_blocks = num_res_blocks
         self.num_classes = num_classes
         # Label of the unconditional ("null") class for classifier-free guidance; None without classes.
         self.null_class = num_classes

@@ -120,3 +120,16 @@ def test_a_file_that_runs_code_is_refused_in_one_line(tmp_path, capsys):
         assert len(error.strip().splitlines()) == 1
         assert not marker.exists()  # ... and is never run by the converter
         assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_a_converted_upsampler_is_a_cascade_stage(tmp_path):
+    from lit_diffsr.pipelines.cascade import build_stages
+
+    config = CONFIGS["adm_upsampler"]
+    path = convert_adm(REFERENCE / "adm_upsampler.pt", tmp_path / "up.ckpt", super_res=True,
+                       flags=config["flags"])
+    (stage,) = build_stages({"sr": {"checkpoint": str(path), "steps": "2"}})
+    assert stage.method.scale == 4
+    lr, labels = torch.rand(2, 3, 8, 8) * 2 - 1, torch.tensor([3, 999])
+    samples = stage.method.sample(lr, y=labels, seed=0)
+    assert samples.shape == (2, 3, 32, 32) and torch.isfinite(samples).all()

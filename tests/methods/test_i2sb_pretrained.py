@@ -110,3 +110,26 @@ def test_raw_weights_and_a_wrong_ema_are_handled(tmp_path):
     torch.save(checkpoint, tmp_path / "short_ema.pt")
     with pytest.raises(ConfigError, match="shadow parameters do not match"):
         convert_i2sb(tmp_path / "short_ema.pt", tmp_path / "x.ckpt", flags=FLAGS)
+
+
+def test_an_experiment_predicts_from_a_converted_nvlabs_checkpoint(tmp_path):
+    """`predict experiment=i2sb_* ckpt_path=<converted>`: Lightning loads the weights into the experiment's
+    I2SB, which takes the checkpoint's time input; the samples are those of the converted method."""
+    import lightning as L
+
+    official = torch.load(REFERENCE / "adm_uncond.pt", weights_only=True)["state_dict"]
+    torch.save(nvlabs_checkpoint(official, cond_x1=False), tmp_path / "latest.pt")
+    out = convert_i2sb(tmp_path / "latest.pt", tmp_path / "i2sb.ckpt", flags=FLAGS)
+    sampler = {"steps": 2, "seed": 3}
+    net = adm_net_config() | {"learn_sigma": False}
+    experiment = I2SB(net, sampler=sampler, x1_upsample="nearest")
+    batch = {"lr": torch.rand(2, 3, 8, 8) * 2 - 1, "hr": torch.zeros(2, 3, 32, 32), "name": ["a", "b"]}
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    batches = torch.utils.data.DataLoader([batch], batch_size=None)
+    (predicted,) = trainer.predict(experiment, dataloaders=batches, ckpt_path=out)
+    assert experiment.time_input == "noise_level"
+    converted = load_method(out).eval()
+    converted.sampler.update(sampler)
+    with torch.no_grad():
+        expected = converted.generate(batch)
+    torch.testing.assert_close(predicted["samples"], expected)

@@ -124,7 +124,8 @@ def test_an_experiment_predicts_from_a_converted_nvlabs_checkpoint(tmp_path):
     net = adm_net_config() | {"learn_sigma": False}
     experiment = I2SB(net, sampler=sampler, x1_upsample="nearest")
     batch = {"lr": torch.rand(2, 3, 8, 8) * 2 - 1, "hr": torch.zeros(2, 3, 32, 32), "name": ["a", "b"]}
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False)
     batches = torch.utils.data.DataLoader([batch], batch_size=None)
     (predicted,) = trainer.predict(experiment, dataloaders=batches, ckpt_path=out)
     assert experiment.time_input == "noise_level"

@@ -2,7 +2,7 @@
 
 Every output is a checkpoint as `fit` writes it (`lit_diffsr_method`, `hyper_parameters` with the net's
 `_target_`, the weights as `state_dict`), so `load_method`, `model.prior_ckpt=` (DDRM), `model.init_from=`
-(I²SB), cascade stages and `predict ckpt_path=` take it:
+(I²SB), cascade stages, `predict model=pretrained model.path=` and `predict ckpt_path=` take it:
 - `adm`: an openai guided-diffusion / improved-diffusion UNet (`--preset NAME`, or `--source` and
   `--flags k=v ...` as on the authors' command line) -> ClassConditionalDiffusion, or CascadeStage for a
   SuperResModel (bilinear conditioning), with the preset's diffusion (schedule, T, learned range);
@@ -36,7 +36,7 @@ I2SB_SAMPLER = {"steps": 999, "ot_ode": False, "clip_denoised": False, "seed": N
 def checkpoint_of(method: DiffusionMethod) -> dict[str, Any]:
     """The dict `fit` would save for `method` (weights, hyper-parameters, class), loadable weights_only."""
     return {
-        "state_dict": {key: value.detach().clone() for key, value in method.state_dict().items()},
+        "state_dict": {key: value.detach() for key, value in method.state_dict().items()},
         "hyper_parameters": plain_containers(dict(method.hparams)),
         "lit_diffsr_method": f"{type(method).__module__}.{type(method).__qualname__}",
         "pytorch-lightning_version": lightning.__version__,

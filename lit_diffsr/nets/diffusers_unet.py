@@ -73,6 +73,10 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def unet_kwargs(config: dict[str, Any], where: str) -> dict[str, Any]:
     """lit_diffsr UNet arguments for a `UNet2DModel` config (data), or a ConfigError naming the field."""
+    missing = [key for key in ("sample_size", "block_out_channels", "down_block_types", "up_block_types")
+               if not config.get(key)]
+    if missing:
+        raise ConfigError(f"{where}: config.json lacks {missing}; write the folder with save_pretrained")
     for key, value in FIXED_FIELDS.items():
         if config.get(key, value) != value:
             found = config[key]
@@ -296,8 +300,11 @@ def read_unet_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.
         state = load_file(weights)
     except (SafetensorError, OSError) as error:
         raise ConfigError(f"{weights} is not a readable safetensors file: {error}") from None
-    with torch.device("meta"):  # only its names and shapes are needed
-        net = UNet(**{key: value for key, value in kwargs.items() if key != "_target_"})
+    try:
+        with torch.device("meta"):  # only its names and shapes are needed
+            net = UNet(**{key: value for key, value in kwargs.items() if key != "_target_"})
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{folder / CONFIG_FILE} describes no lit_diffsr UNet: {error}") from None
     return kwargs, diffusers_to_unet_state(state, net, str(folder))
 
 

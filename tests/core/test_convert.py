@@ -80,6 +80,8 @@ def test_every_preset_builds_its_network(name):
         assert net.input_blocks[0][0].out_channels == 128
     if name.startswith(("imagenet64_uncond", "cifar10")):  # improved-diffusion's rescale_timesteps
         assert net.timestep_scale == 0.25
+    if name == "256x256_diffusion_uncond":  # the released network's size (the DDRM / I²SB prior)
+        assert sum(p.numel() for p in net.parameters()) == 552_814_086
 
 
 def test_flags_that_do_not_fit_the_file_are_listed(tmp_path):

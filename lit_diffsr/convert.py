@@ -26,6 +26,7 @@ from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods import I2SB, CascadeStage, ClassConditionalDiffusion, DiffusionMethod
 from lit_diffsr.nets import UNet, adm_import, diffusers_unet
 from lit_diffsr.nets.adm_import import PRESETS
+from lit_diffsr.safe_load import load_tensors
 
 # ADM's own sampling: 250 respaced ancestral steps (guided-diffusion README's SAMPLE_FLAGS).
 ADM_SAMPLER = {"name": "ancestral", "steps": "250", "eta": 0.0, "clip_denoised": True}
@@ -95,7 +96,7 @@ def convert_adm(
         source, super_res, flags = chosen.source, chosen.super_res, {**chosen.flags, **(flags or {})}
     flags = dict(flags or {})
     method = adm_method(source, super_res, flags)
-    loaded = adm_import.load_tensors(path, "convert adm")
+    loaded = load_tensors(path, what="convert adm")
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):  # a wrapped state_dict
         loaded = loaded["state_dict"]
     state = adm_import.tensor_dict(loaded, str(path))
@@ -125,7 +126,8 @@ def convert_i2sb(
         net, bridge={"n_steps": 1000, "beta_max": float(beta_max), "beta_min": 1e-4},
         sampler=dict(I2SB_SAMPLER), cond_x1=cond_x1, x1_upsample="nearest", time_input="noise_level",
     )
-    state = adm_import.i2sb_release_state(adm_import.load_tensors(path, "convert i2sb"), use_ema, str(path))
+    checkpoint = load_tensors(path, what="convert i2sb")
+    state = adm_import.i2sb_release_state(checkpoint, use_ema, str(path))
     legacy = not flags["use_new_attention_order"]
     method.net.load_state_dict(adm_import.adm_to_unet_state(state, method.net, legacy, str(path)))
     return save_checkpoint(method, out)

@@ -24,7 +24,8 @@ from lit_diffsr.diffusion import SchrodingerBridge
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, as_dict
 from lit_diffsr.methods.sampling import merge_config
-from lit_diffsr.nets.adm_import import check_fits, fit_i2sb_init, load_tensors, pretrained_hint
+from lit_diffsr.nets.adm_import import check_fits, fit_i2sb_init, pretrained_hint
+from lit_diffsr.safe_load import load_tensors
 
 BRIDGE_DEFAULTS = {"n_steps": 1000, "beta_max": 0.3, "beta_min": 1e-4}
 # steps: NFE; ot_ode: deterministic bridge (training and sampling, as I²SB's --ot-ode); seed: sampling noise.
@@ -53,7 +54,7 @@ def load_net_weights(net: torch.nn.Module, path: str | Path) -> None:
     the variance channels of a learned-sigma output are dropped and, with cond_x1, the first convolution
     gets zero weights for x1's channels (`fit_i2sb_init`)."""
     path = check_init_file(path)
-    checkpoint = load_tensors(path, f"model.init_from={str(path)!r}")
+    checkpoint = load_tensors(path, what="model.init_from")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ConfigError(

@@ -1,8 +1,8 @@
 """Published ADM-family weights in `lit_diffsr.nets.UNet`: openai guided-diffusion and improved-diffusion
 UNets (Dhariwal & Nichol 2021; Nichol & Dhariwal 2021) and NVlabs' I²SB networks (Liu et al. 2023).
 
-Only tensors are read from a file (`torch.load(weights_only=True)`); the architecture comes from the flags
-the authors published with each checkpoint (`PRESETS`) or from flags a user passes, never from the file.
+Only tensors are read from a file (`lit_diffsr.safe_load`, weights_only); the architecture comes from the
+flags the authors published with each checkpoint (`PRESETS`) or from flags a user passes, never from the file.
 The mapping is by key names and shapes, checked against the UNet the flags build:
 - ResBlock ``in_layers.0 / in_layers.2 / emb_layers.1 / out_layers.0 / out_layers.3 / skip_connection`` ->
   ``in_norm.0 / in_conv / embed.1 / out_norm / out_layers.2 / skip``;
@@ -15,7 +15,6 @@ The mapping is by key names and shapes, checked against the UNet the flags build
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,21 +239,6 @@ def diffusion_config(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- reading files ------------------------------------------------------------------------------------
-def load_tensors(path: str | Path, what: str) -> Any:
-    """`torch.load(path, weights_only=True)`; anything else a file asks for is refused in one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what}: no file at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"{what}: {path} is not a plain tensor checkpoint and was not loaded (only tensors and plain "
-            f"containers are read, weights_only=True): {reason[:200]}"
-        ) from None
-
-
 def tensor_dict(value: Any, what: str) -> dict[str, torch.Tensor]:
     """`value` as a flat {name: tensor} dict, or a ConfigError naming `what`."""
     if not isinstance(value, dict) or not value or not all(

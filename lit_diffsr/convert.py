@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning
 import torch
+from hydra.errors import InstantiationException
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods import I2SB, CascadeStage, ClassConditionalDiffusion, DiffusionMethod
@@ -62,20 +63,34 @@ def save_checkpoint(method: DiffusionMethod, out: str | Path) -> Path:
     return out
 
 
+def built(make: Callable[[], DiffusionMethod], what: str) -> DiffusionMethod:
+    """`make()`; a network the flags cannot build (the UNet's ValueError, Hydra-wrapped) is a ConfigError."""
+    try:
+        return make()
+    except ConfigError:
+        raise
+    except (ValueError, InstantiationException) as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{what}: the flags describe no valid network: {reason}") from None
+
+
 def adm_method(source: str, super_res: bool, flags: dict[str, Any]) -> DiffusionMethod:
-    """The (randomly initialised) lit_diffsr method with ADM's architecture and diffusion for `flags`."""
-    flags = adm_import.resolve_flags(source, super_res, flags)
+    """The (randomly initialised) lit_diffsr method with ADM's architecture and diffusion for `flags`
+    (resolved: `adm_import.resolve_flags`)."""
     net = adm_import.unet_config(source, super_res, flags)
     diffusion = adm_import.diffusion_config(flags)
     num_classes = net["num_classes"]
     if super_res:
         if flags["large_size"] % flags["small_size"]:
             raise ConfigError(f"large_size={flags['large_size']} is not a multiple of small_size")
-        return CascadeStage(
+        return built(lambda: CascadeStage(
             net, diffusion, dict(ADM_SAMPLER), scale_factor=flags["large_size"] // flags["small_size"],
             num_classes=num_classes, cond_upsample="bilinear",
-        )
-    return ClassConditionalDiffusion(net, diffusion, dict(ADM_SAMPLER), num_classes=num_classes)
+        ), "convert adm")
+    return built(
+        lambda: ClassConditionalDiffusion(net, diffusion, dict(ADM_SAMPLER), num_classes=num_classes),
+        "convert adm",
+    )
 
 
 def convert_adm(
@@ -94,14 +109,13 @@ def convert_adm(
             raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
         chosen = PRESETS[preset]
         source, super_res, flags = chosen.source, chosen.super_res, {**chosen.flags, **(flags or {})}
-    flags = dict(flags or {})
+    flags = adm_import.resolve_flags(source, super_res, dict(flags or {}))
     method = adm_method(source, super_res, flags)
     loaded = load_tensors(path, what="convert adm")
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):  # a wrapped state_dict
         loaded = loaded["state_dict"]
     state = adm_import.tensor_dict(loaded, str(path))
-    legacy = source == "improved" or not adm_import.resolve_flags(source, super_res, flags)[
-        "use_new_attention_order"]
+    legacy = not flags["use_new_attention_order"]  # improved-diffusion only has the legacy order
     method.net.load_state_dict(adm_import.adm_to_unet_state(state, method.net, legacy, str(path)))
     return save_checkpoint(method, out)
 
@@ -122,10 +136,10 @@ def convert_i2sb(
     flags = {**adm_import.I2SB_FLAGS, **(flags or {}), "learn_sigma": False}  # I²SB drops the variance
     flags = adm_import.resolve_flags("guided", False, flags)
     net = adm_import.unet_config("guided", False, flags)
-    method = I2SB(
+    method = built(lambda: I2SB(
         net, bridge={"n_steps": 1000, "beta_max": float(beta_max), "beta_min": 1e-4},
         sampler=dict(I2SB_SAMPLER), cond_x1=cond_x1, x1_upsample="nearest", time_input="noise_level",
-    )
+    ), "convert i2sb")
     checkpoint = load_tensors(path, what="convert i2sb")
     state = adm_import.i2sb_release_state(checkpoint, use_ema, str(path))
     legacy = not flags["use_new_attention_order"]

@@ -164,10 +164,11 @@ def resolve_flags(source: str, super_res: bool, given: dict[str, Any]) -> dict[s
     for name, default in defaults.items():
         if isinstance(default, bool):
             flags[name] = _parse_bool(name, flags[name])
-        elif isinstance(default, int):
-            flags[name] = int(flags[name])
-        elif isinstance(default, float):
-            flags[name] = float(flags[name])
+        elif isinstance(default, (int, float)):
+            try:
+                flags[name] = type(default)(flags[name])
+            except (TypeError, ValueError):
+                raise ConfigError(f"flag {name}={flags[name]!r} must be a {type(default).__name__}") from None
     return flags
 
 

@@ -90,6 +90,11 @@ def test_flags_that_do_not_fit_the_file_are_listed(tmp_path):
         convert_adm(REFERENCE / "adm_uncond.pt", tmp_path / "x.ckpt", flags=flags)
     with pytest.raises(ConfigError, match="unknown guided-diffusion flag"):
         convert_adm(REFERENCE / "adm_uncond.pt", tmp_path / "x.ckpt", flags={"num_chanels": 3})
+    with pytest.raises(ConfigError, match="no valid network: .*attention_resolutions \\[7\\] never occur"):
+        convert_adm(REFERENCE / "adm_uncond.pt", tmp_path / "x.ckpt",
+                    flags={**CONFIGS["adm_uncond"]["flags"], "attention_resolutions": "7"})
+    with pytest.raises(ConfigError, match="flag image_size='3x2' must be a int"):
+        convert_adm(REFERENCE / "adm_uncond.pt", tmp_path / "x.ckpt", flags={"image_size": "3x2"})
 
 
 class Payload:

@@ -140,3 +140,11 @@ def test_a_converted_upsampler_is_a_cascade_stage(tmp_path):
     lr, labels = torch.rand(2, 3, 8, 8) * 2 - 1, torch.tensor([3, 999])
     samples = stage.method.sample(lr, y=labels, seed=0)
     assert samples.shape == (2, 3, 32, 32) and torch.isfinite(samples).all()
+
+
+def test_help_lists_every_preset(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(f"  {name} " in shown for name in PRESETS)

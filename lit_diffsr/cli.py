@@ -34,6 +34,10 @@ OTHER_COMMANDS = {
         "metric weights for air-gapped nodes: weights fetch [cache_dir=...]",
         "lit_diffsr.metrics.weights:main",
     ),
+    "convert": (
+        "published weights -> lit_diffsr: convert <adm|i2sb|diffusers|to-diffusers> IN OUT (--help: presets)",
+        "lit_diffsr.convert:main",
+    ),
     "slurm": (
         "render / submit Slurm jobs and sweeps: slurm <submit|sweep> [--dry-run] ...",
         "lit_diffsr.slurm:main",

@@ -7,6 +7,7 @@ classifier-free guidance (Ho & Salimans 2022: labels dropped to the null class w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 from lit_diffsr.diffusion import classifier_free_guidance, drop_labels
 from lit_diffsr.methods.base import DiffusionMethod, as_dict
 from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.nets import diffusers_unet
 
 
 class ClassConditionalDiffusion(DiffusionMethod):
@@ -43,6 +45,16 @@ class ClassConditionalDiffusion(DiffusionMethod):
         self.guidance_scale = guidance_scale
         self.predict_options = {"num_samples": 16, "labels": None, "batch_size": 16, "seed": 0}
         self.predict_options.update(predict)
+
+    @classmethod
+    def from_diffusers(cls, folder: str | Path) -> ClassConditionalDiffusion:
+        """The model of a diffusers `UNet2DModel` folder (or a pipeline folder: its unet/ and scheduler/),
+        read as data (`lit_diffsr.nets.diffusers_unet`); the diffusion is the scheduler's training process."""
+        net, state = diffusers_unet.read_unet_folder(folder)
+        diffusion = diffusers_unet.diffusion_config(folder, net["learn_sigma"])
+        method = cls(net, diffusion, num_classes=net["num_classes"])
+        method.net.load_state_dict(state)
+        return method
 
     @property
     def null_class(self) -> int | None:

@@ -32,7 +32,9 @@ from lit_diffsr.diffusion import (
 )
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, as_dict, load_method
+from lit_diffsr.methods.classcond import ClassConditionalDiffusion
 from lit_diffsr.metrics.image import SSIM_WINDOW, psnr, ssim
+from lit_diffsr.nets.adm_import import pretrained_hint
 
 # model.operator: the keys of each type, with their defaults. singular_threshold zeroes 1-D singular
 # values at or below it (DDRM's released blur / bicubic experiments use 3e-2); 0 keeps H exact.
@@ -121,7 +123,8 @@ class DDRMRestoration(DiffusionMethod):
 
     Args:
         prior_ckpt: checkpoint of any trained method whose `setup_diffusion.process` is a GaussianDiffusion
-            and whose net is unconditional or class-conditional (ε, x_0 or v prediction, any variance).
+            and whose net is unconditional or class-conditional (ε, x_0 or v prediction, any variance),
+            e.g. a published one made by `python -m lit_diffsr convert`, or a diffusers UNet2DModel folder.
         operator: {"type": one of OPERATORS, ...its keys}: which H.
         sigma_y: σ_y, the std of the measurement noise (images in [-1, 1]).
         sampler: steps (network evaluations, skipping uniformly through the prior's T steps), eta (η),
@@ -328,10 +331,17 @@ def load_prior(prior_ckpt: str | None) -> DiffusionMethod:
             "model.prior_ckpt is not set: pass model.prior_ckpt=PATH, a checkpoint written by "
             "`lit_diffsr fit` (e.g. experiment=quickstart: <run>/checkpoints/last.ckpt)"
         )
+    if Path(prior_ckpt).is_dir():  # a diffusers UNet2DModel (or pipeline) folder
+        try:
+            return ClassConditionalDiffusion.from_diffusers(prior_ckpt)
+        except ConfigError as error:
+            raise ConfigError(f"model.prior_ckpt: {error}") from error
     if not Path(prior_ckpt).is_file():
+        hint = pretrained_hint(prior_ckpt)
         raise ConfigError(
-            f"model.prior_ckpt={prior_ckpt}: no such file; pass a checkpoint written by "
-            "`lit_diffsr fit` (e.g. <run>/checkpoints/last.ckpt)"
+            f"model.prior_ckpt={prior_ckpt}: no such file; "
+            + (hint or "pass a checkpoint written by `lit_diffsr fit` (e.g. <run>/checkpoints/last.ckpt), "
+               "one made by `lit_diffsr convert`, or a diffusers UNet2DModel folder")
         )
     return load_method(prior_ckpt, what="model.prior_ckpt")
 

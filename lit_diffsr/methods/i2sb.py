@@ -24,20 +24,36 @@ from lit_diffsr.diffusion import SchrodingerBridge
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, as_dict
 from lit_diffsr.methods.sampling import merge_config
+from lit_diffsr.nets.adm_import import check_fits, fit_i2sb_init, pretrained_hint
 from lit_diffsr.safe_load import load_tensors
 
 BRIDGE_DEFAULTS = {"n_steps": 1000, "beta_max": 0.3, "beta_min": 1e-4}
 # steps: NFE; ot_ode: deterministic bridge (training and sampling, as I²SB's --ot-ode); seed: sampling noise.
 SAMPLER_DEFAULTS = {"steps": 100, "ot_ode": False, "clip_denoised": False, "seed": None}
 X1_UPSAMPLING = ("bicubic", "nearest")
+# The network's time input: the step n, or NVlabs' noise_levels[n] = N * linspace(1e-4, 1, N)[n] (I²SB's
+# runner / network code), which their released checkpoints were trained with.
+TIME_INPUTS = ("step", "noise_level")
+I2SB_T0 = 1e-4
+
+
+def check_init_file(path: str | Path) -> Path:
+    """`path` if it is a file, else a ConfigError (saying where to get published weights it names)."""
+    path = Path(path)
+    if not path.is_file():
+        hint = pretrained_hint(path) or "pass a .ckpt or a state_dict .pt"
+        raise ConfigError(f"model.init_from={str(path)!r} is not a file; {hint}")
+    return path
 
 
 def load_net_weights(net: torch.nn.Module, path: str | Path) -> None:
     """Copy weights into `net` from a lit_diffsr checkpoint (its EMA `state_dict`, keys `net.*`) or from a
-    plain state_dict of the same network; a ConfigError lists missing, unexpected and mismatched keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model.init_from={str(path)!r} is not a file; pass a .ckpt or a state_dict .pt")
+    plain state_dict of the same network; a ConfigError lists missing, unexpected and mismatched keys.
+
+    A checkpoint of an ADM network (`python -m lit_diffsr convert adm`) initialises as I²SB does from ADM:
+    the variance channels of a learned-sigma output are dropped and, with cond_x1, the first convolution
+    gets zero weights for x1's channels (`fit_i2sb_init`)."""
+    path = check_init_file(path)
     checkpoint = load_tensors(path, what="model.init_from")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
@@ -46,21 +62,11 @@ def load_net_weights(net: torch.nn.Module, path: str | Path) -> None:
         )
     if all(key.startswith("net.") for key in state):  # a LightningModule's state_dict
         state = {key.removeprefix("net."): value for key, value in state.items()}
-    expected = net.state_dict()
-    problems = [f"missing: {key}" for key in expected if key not in state]
-    problems += [f"unexpected: {key}" for key in state if key not in expected]
-    problems += [
-        f"shape of {key}: checkpoint {tuple(state[key].shape)} vs model {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in state and state[key].shape != value.shape
-    ]
-    if problems:
-        more = f"\n  ... {len(problems) - 20} more" if len(problems) > 20 else ""
-        shown = "\n  ".join(problems[:20]) + more
-        raise ConfigError(
-            f"model.init_from={str(path)!r} does not fit model.net ({len(problems)} problem(s)):\n  {shown}\n"
-            "make model.net match the checkpoint's architecture (channels, levels, cond_x1, learn_sigma)"
-        )
+    state = fit_i2sb_init(state, net)
+    check_fits(
+        state, net, f"model.init_from={str(path)!r}",
+        "make model.net match the checkpoint's architecture (channels, levels, cond_x1, learn_sigma)",
+    )
     net.load_state_dict(state)
 
 
@@ -75,6 +81,8 @@ class I2SB(DiffusionMethod):
         cond_x1: also feed x1 to the network.
         x1_upsample: how a smaller batch["lr"] is brought to the HR size: bicubic | nearest.
         init_from: path of a checkpoint to initialise the network from when training starts (not on resume).
+        time_input: "step" (the net sees n) or "noise_level" (N · linspace(1e-4, 1, N)[n], NVlabs' code);
+            a checkpoint's own value wins when one is loaded (`convert i2sb` writes noise_level).
     """
 
     def __init__(
@@ -85,6 +93,7 @@ class I2SB(DiffusionMethod):
         cond_x1: bool = False,
         x1_upsample: str = "bicubic",
         init_from: str | None = None,
+        time_input: str = "step",
         optim: dict | None = None,
         val_sample_batches: int = 1,
     ):
@@ -108,6 +117,22 @@ class I2SB(DiffusionMethod):
         self.cond_x1 = cond_x1
         self.x1_upsample = x1_upsample
         self.init_from = init_from
+        self.set_time_input(time_input)
+
+    def set_time_input(self, time_input: str) -> None:
+        if time_input not in TIME_INPUTS:
+            raise ConfigError(f"model.time_input={time_input!r}; use one of {', '.join(TIME_INPUTS)}")
+        self.time_input = time_input
+        n_steps = self.bridge.n_steps
+        # float32 as NVlabs computes it, so their networks see the very values they were trained on
+        self.noise_levels = torch.linspace(I2SB_T0, 1.0, n_steps) * n_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """The time input is a property of the trained weights: take the checkpoint's."""
+        super().on_load_checkpoint(checkpoint)
+        saved = (checkpoint.get("hyper_parameters") or {}).get("time_input")
+        if saved is not None and saved != self.time_input:
+            self.set_time_input(saved)
 
     def set_sampling_steps(self, steps: int | str) -> None:
         """Use `steps` network evaluations (NFE) per sample, 1 to N-1."""
@@ -121,9 +146,19 @@ class I2SB(DiffusionMethod):
             )
         self.sampler["steps"] = nfe
 
-    def setup(self, stage: str) -> None:
+    def initialises_from_file(self) -> bool:
+        """A fresh fit (not a resume) with model.init_from set."""
         trainer = self._trainer
-        if stage == "fit" and self.init_from and trainer is not None and trainer.ckpt_path is None:
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        return bool(self.init_from) and fitting and trainer.ckpt_path is None
+
+    def prepare_data(self) -> None:
+        # Runs before the DataModule reads its data: a missing weights file is the first error reported.
+        if self.initialises_from_file():
+            check_init_file(self.init_from)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.initialises_from_file():
             load_net_weights(self.net, self.init_from)
 
     # -- the bridge's end points ----------------------------------------------------------------
@@ -152,7 +187,10 @@ class I2SB(DiffusionMethod):
 
     def network_output(self, x_t: torch.Tensor, step: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """ε(x_t, t) ≈ (x_t - x0) / σ_t; a learn_sigma net's extra channels are not used by the bridge."""
-        output = self.net(x_t, step, cond=x1 if self.cond_x1 else None)
+        time = step
+        if self.time_input == "noise_level":
+            time = self.noise_levels.to(x_t.device)[step]
+        output = self.net(x_t, time, cond=x1 if self.cond_x1 else None)
         return output[:, : self.net.out_channels]
 
     # -- DiffusionMethod ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.diffusion import (
@@ -42,6 +43,7 @@ class ConditionalSuperResolution(DiffusionMethod):
     """
 
     num_classes: int | None = None
+    cond_upsample: str = "bicubic"
 
     def __init__(
         self,
@@ -83,9 +85,13 @@ class ConditionalSuperResolution(DiffusionMethod):
         self.check_class_count(self.num_classes)
 
     def condition(self, lr: torch.Tensor) -> torch.Tensor:
-        """Bicubic upsampling of lr by `scale_factor`: the image concatenated to x_t (SR3 §2.4)."""
+        """lr upsampled by `scale_factor`: the image concatenated to x_t (SR3 §2.4). Bicubic, or bilinear
+        (`cond_upsample`) as ADM's SuperResModel does inside its forward (Dhariwal & Nichol 2021, code)."""
         if lr.ndim != 4:
             raise ValueError(f"lr must be (B, C, h, w), got shape {tuple(lr.shape)}")
+        if self.cond_upsample == "bilinear":
+            size = (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale)
+            return F.interpolate(lr, size=size, mode="bilinear", align_corners=False)
         return upsample_bicubic(lr, self.scale)
 
     def check_pair(self, batch: dict) -> None:
@@ -215,6 +221,7 @@ AUGMENTATION_DEFAULTS = {
     # The level s used by `generate` (validation, predict): chosen after training by the level search.
     "sampling_level": 0,
 }
+COND_UPSAMPLING = ("bicubic", "bilinear")
 NOISE_DEFAULTS = {"schedule": "cosine", "num_timesteps": 1000, "schedule_kwargs": {}, "max_level": None}
 
 
@@ -227,6 +234,7 @@ class CascadeStage(ConditionalSuperResolution):
     `augmentation`: `blur` {probability, sigma: [low, high], kernel_size, at_sampling}; `noise` null or
     {schedule, num_timesteps, schedule_kwargs: the low-resolution model's schedule, max_level: largest s
     drawn at training (null = T)}; `sampling_level`: s at sampling (non-truncated, on the given lr).
+    `cond_upsample`: how lr is brought to the output size, bicubic | bilinear (ADM's upsamplers).
     """
 
     def __init__(
@@ -239,12 +247,18 @@ class CascadeStage(ConditionalSuperResolution):
         label_dropout: float = 0.0,
         guidance_scale: float = 1.0,
         augmentation: dict | None = None,
+        cond_upsample: str = "bicubic",
         optim: dict | None = None,
         val_sample_batches: int = 1,
     ):
+        if cond_upsample not in COND_UPSAMPLING:
+            raise ConfigError(
+                f"model.cond_upsample={cond_upsample!r}; use one of {', '.join(COND_UPSAMPLING)}"
+            )
         net = net_config(net)
         diffusion, sampler, optim, augmentation = map(as_dict, (diffusion, sampler, optim, augmentation))
         super().__init__(net, diffusion, sampler, scale_factor, optim, val_sample_batches)
+        self.cond_upsample = cond_upsample
         # Plain containers, so checkpoints load with weights_only=True (a ready module is not saved).
         self.save_hyperparameters(ignore=["net"] if isinstance(net, torch.nn.Module) else None)
         self.num_classes = num_classes

@@ -14,6 +14,7 @@ from torch import nn
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.metrics.image import to_unit_range
 from lit_diffsr.metrics.weights import resolve_weight
+from lit_diffsr.safe_load import load_tensors
 
 LPIPS_WEIGHTS = {"alex": "lpips_alex", "vgg": "lpips_vgg"}  # backbone -> key in weights.WEIGHT_FILES
 # lpips keeps torchvision's `features` layers under their own index, grouped in slices: net.slice2.3.weight
@@ -39,7 +40,7 @@ def load_lpips(net: str = "alex", weights_path: str | Path | None = None) -> lpi
     path = resolve_weight(_check_net(net), weights_path)
     model = _untrained_lpips(net)
     try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_tensors(path, what=f"LPIPS '{net}' weights"))
     except (RuntimeError, OSError) as error:
         raise ConfigError(f"{path} is not a full LPIPS v0.1 '{net}' state_dict: {error}") from error
     return model.eval().requires_grad_(False)

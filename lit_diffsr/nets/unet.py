@@ -237,6 +237,10 @@ class UNet(nn.Module):
         use_checkpoint: recompute block activations in backward (saves memory, costs time).
         max_period: longest period of the sinusoidal embeddings of ``t`` and the augmentation level.
         norm_groups: GroupNorm groups; ``model_channels`` must be divisible by it.
+        stem_channels: width of the first convolution; None for ``model_channels``. ADM's checkpoints use
+            ``int(model_channels * channel_mult[0])`` (their 512x512 model starts at half width).
+        timestep_scale: ``t`` is embedded as ``timestep_scale * t``; improved-diffusion's
+            ``rescale_timesteps`` models see ``t * 1000 / T`` (Nichol & Dhariwal 2021, code).
         channels_last: keep weights and activations in NHWC memory order (the layout tensor-core
             convolutions want, mainly under bf16; see benchmarks/README.md); outputs are channels_last too.
         compile: compile the forward with ``nn.Module.compile`` (torch.compile in place: the state_dict
@@ -264,6 +268,8 @@ class UNet(nn.Module):
         use_checkpoint: bool = False,
         max_period: float = 10000,
         norm_groups: int = 32,
+        stem_channels: int | None = None,
+        timestep_scale: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -273,6 +279,8 @@ class UNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.model_channels = model_channels
+        self.channel_mult = tuple(channel_mult)
+        self.num_res_blocks = num_res_blocks
         self.num_classes = num_classes
         # Label of the unconditional ("null") class for classifier-free guidance; None without classes.
         self.null_class = num_classes
@@ -280,6 +288,7 @@ class UNet(nn.Module):
         self.use_aug_level = use_aug_level
         self.learn_sigma = learn_sigma
         self.max_period = max_period
+        self.timestep_scale = float(timestep_scale)
         self.downsampling_factor = 2 ** (len(channel_mult) - 1)
 
         embed_dim = 4 * model_channels
@@ -314,7 +323,7 @@ class UNet(nn.Module):
             return AttentionBlock(channels, heads, norm_groups, use_checkpoint)
 
         # Encoder: skip_channels records the width of every activation handed to the decoder.
-        channels = model_channels
+        channels = model_channels if stem_channels is None else int(stem_channels)
         self.input_blocks = nn.ModuleList(
             [EmbeddingSequential(nn.Conv2d(in_channels + cond_channels, channels, 3, padding=1))]
         )
@@ -322,8 +331,8 @@ class UNet(nn.Module):
         resolution = image_size
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [res_block(channels, model_channels * mult)]
-                channels = model_channels * mult
+                layers: list[nn.Module] = [res_block(channels, int(model_channels * mult))]
+                channels = int(model_channels * mult)
                 if resolution in attention_resolutions:
                     layers.append(attention(channels))
                 self.input_blocks.append(EmbeddingSequential(*layers))
@@ -341,8 +350,8 @@ class UNet(nn.Module):
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for index in range(num_res_blocks + 1):
-                layers = [res_block(channels + skip_channels.pop(), model_channels * mult)]
-                channels = model_channels * mult
+                layers = [res_block(channels + skip_channels.pop(), int(model_channels * mult))]
+                channels = int(model_channels * mult)
                 if resolution in attention_resolutions:
                     layers.append(attention(channels))
                 if level != 0 and index == num_res_blocks:
@@ -460,6 +469,8 @@ class UNet(nn.Module):
         batch = x.shape[0]
         if t.shape != (batch,):
             raise ValueError(f"UNet: t must be (B,) = ({batch},), got shape {tuple(t.shape)}")
+        if self.timestep_scale != 1.0:
+            t = t * self.timestep_scale
         embedding = self.time_embed(self._sinusoid(t))
 
         if self.label_embed is None:

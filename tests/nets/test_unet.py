@@ -407,3 +407,21 @@ def test_reference_configuration_parameter_count(config: dict, paper_millions: i
         model = UNet(num_classes=1000, learn_sigma=True, **adm, **config)
     count = sum(p.numel() for p in model.parameters())
     assert round(count / 1e6) == paper_millions
+
+
+def test_timestep_scale_and_stem_channels():
+    """timestep_scale embeds s * t (improved-diffusion's rescale_timesteps); stem_channels sets the first
+    conv's width (guided-diffusion's int(model_channels * channel_mult[0]), e.g. 0.5 at 512 px)."""
+    options = {"image_size": 8, "model_channels": 8, "channel_mult": (0.5, 1), "num_res_blocks": 1,
+               "attention_resolutions": (4,), "num_heads": 1, "norm_groups": 4, "stem_channels": 4}
+    torch.manual_seed(0)
+    scaled = UNet(**options, timestep_scale=0.25)
+    with torch.no_grad():  # no zero-initialised layer, so that t reaches the output
+        for parameter in scaled.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    plain = UNet(**options)
+    plain.load_state_dict(scaled.state_dict())
+    assert scaled.input_blocks[0][0].out_channels == 4 and scaled.input_blocks[1][0].in_conv.out_channels == 4
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([8, 400])
+    torch.testing.assert_close(scaled(x, t), plain(x, t.float() * 0.25))
+    assert not torch.allclose(scaled(x, t), plain(x, t))

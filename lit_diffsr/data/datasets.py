@@ -115,6 +115,43 @@ def make_item(
     return item
 
 
+def serve_image(
+    dataset: Any, image: np.ndarray, name: str, label: int | None, rng: np.random.Generator, source: Any
+) -> dict[str, Any]:
+    """The batch dict of one decoded image under a dataset's `transform`, `small_image`, `degradation` and
+    `image_key` (folders and shards serve their images alike)."""
+    if dataset.transform is not None:
+        image = fit_small_image(image, dataset.transform.crop_size, dataset.small_image, source)
+        image = dataset.transform(image, rng)
+    return make_item(image, name, label, dataset.degradation, rng, dataset.image_key)
+
+
+def crop_pair(
+    hr: np.ndarray,
+    lr: np.ndarray,
+    name: str,
+    scale: int,
+    crop_size: int | None,
+    train: bool,
+    augmentation: PairAugmentation | None,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """The batch dict of one (HR, LR) pair: a crop chosen on the LR grid (crop_size / scale pixels, uniform
+    in training, centred otherwise) and the same region of the HR, then the same flip / rotation for both."""
+    if crop_size is not None:
+        lr_crop = crop_size // scale
+        if train:  # uniform over the LR grid
+            top = int(rng.integers(lr.shape[0] - lr_crop + 1))
+            left = int(rng.integers(lr.shape[1] - lr_crop + 1))
+        else:
+            top, left = (lr.shape[0] - lr_crop) // 2, (lr.shape[1] - lr_crop) // 2
+        lr = lr[top : top + lr_crop, left : left + lr_crop]
+        hr = hr[top * scale : (top + lr_crop) * scale, left * scale : (left + lr_crop) * scale]
+    if augmentation is not None:
+        hr, lr = augmentation(hr, lr, rng)
+    return {"hr": to_chw_tensor(hr), "lr": to_chw_tensor(lr), "name": name}
+
+
 def _subfolders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -238,12 +275,8 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         index, rng = item_rng(key, self.seed)
         path = self.files[index]
-        image = load_rgb(path)
-        if self.transform is not None:
-            image = fit_small_image(image, self.transform.crop_size, self.small_image, path)
-            image = self.transform(image, rng)
         label = self.labels[index] if self.labels is not None else None
-        return make_item(image, path.stem, label, self.degradation, rng, self.image_key)
+        return serve_image(self, load_rgb(path), path.stem, label, rng, path)
 
 
 class PairedFolderDataset(Dataset):
@@ -339,21 +372,7 @@ class PairedFolderDataset(Dataset):
         index, rng = item_rng(key, self.seed)
         hr_path, lr_path = self.pairs[index]
         hr, lr = load_rgb(hr_path), load_rgb(lr_path)
-        if self.crop_size is not None:
-            lr_crop = self.crop_size // self.scale
-            if self.train:  # uniform over the LR grid
-                top = int(rng.integers(lr.shape[0] - lr_crop + 1))
-                left = int(rng.integers(lr.shape[1] - lr_crop + 1))
-            else:
-                top, left = (lr.shape[0] - lr_crop) // 2, (lr.shape[1] - lr_crop) // 2
-            lr = lr[top : top + lr_crop, left : left + lr_crop]
-            hr = hr[
-                top * self.scale : (top + lr_crop) * self.scale,
-                left * self.scale : (left + lr_crop) * self.scale,
-            ]
-        if self.augmentation is not None:
-            hr, lr = self.augmentation(hr, lr, rng)
-        return {"hr": to_chw_tensor(hr), "lr": to_chw_tensor(lr), "name": hr_path.stem}
+        return crop_pair(hr, lr, hr_path.stem, self.scale, self.crop_size, self.train, self.augmentation, rng)
 
 
 def _sklearn_sample(filename: str) -> Callable[[], np.ndarray]:

@@ -51,8 +51,9 @@ def assert_same_items(expected: dict[str, dict], actual: dict[str, dict]) -> Non
                 assert torch.equal(actual[name][key], value), f"{name}: {key} differs"
 
 
-def test_class_folders_round_trip_through_shards(class_tree, tmp_path):
-    shards = write_shards(class_tree, tmp_path / "shards")
+@pytest.mark.parametrize("encoding", ["file", "raw"])
+def test_class_folders_round_trip_through_shards(class_tree, tmp_path, encoding):
+    shards = write_shards(class_tree, tmp_path / "shards", "--encoding", encoding)
     assert len(json.loads((shards / "train" / "index.json").read_text())["chunks"]) > 2  # really sharded
     # Pixels, labels and names of every stored item are those of its file.
     stored = ShardDataset(str(shards / "train"))

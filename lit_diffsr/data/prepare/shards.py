@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "large enough to stream well from a parallel file system or a bucket)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the order items are stored in")
+    parser.add_argument(
+        "--encoding",
+        choices=("file", "raw"),
+        default="file",
+        help="file: each image file's bytes, decoded when read (the smallest); raw: decoded uint8 pixels, "
+        "nothing to decode when read (for 32 / 64-px sets, where decoding costs more than reading)",
+    )
 
 
 def _splits(src: Path) -> list[tuple[str, Path]]:
@@ -73,7 +80,7 @@ def run(args: argparse.Namespace, src: Path, dst: Path) -> int:
             raise PrepareError(str(error)) from error
         target = dst / split if split else dst
         chunks = write_shards(
-            records, target, kind, set_classes, scale, chunk_bytes=args.chunk_bytes, seed=args.seed
+            records, target, kind, set_classes, scale, args.chunk_bytes, args.seed, args.encoding
         )
         print(f"{target}: {len(records)} {kind} items in {chunks} chunk file(s)")
         written += len(records)

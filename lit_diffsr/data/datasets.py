@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -152,6 +152,21 @@ def crop_pair(
     return {"hr": to_chw_tensor(hr), "lr": to_chw_tensor(lr), "name": name}
 
 
+def keep_readable(
+    keys: Iterable[int], read: Callable[[int], object], error: type[Exception], what: str
+) -> list[int]:
+    """The keys whose `read` succeeds (data.skip_corrupt=true); every other one is named in a warning."""
+    readable = []
+    for key in keys:
+        try:
+            read(key)
+        except error as failure:
+            warnings.warn(f"skipping corrupt {what}: {failure}", stacklevel=3)
+            continue
+        readable.append(key)
+    return readable
+
+
 def _subfolders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -200,7 +215,7 @@ class ImageFolderDataset(Dataset):
             labels = [labels[i] for i in keep] if labels is not None else None
         self.num_skipped = 0
         if skip_corrupt:
-            readable = [i for i, path in enumerate(files) if self._is_readable(path)]
+            readable = keep_readable(range(len(files)), lambda i: load_rgb(files[i]), ImageReadError, "image")
             self.num_skipped = len(files) - len(readable)
             files = [files[i] for i in readable]
             labels = [labels[i] for i in readable] if labels is not None else None
@@ -259,15 +274,6 @@ class ImageFolderDataset(Dataset):
                 f"images at the top level of {str(self.root)!r} are ignored (class folders)", stacklevel=3
             )
         return files, labels, classes
-
-    @staticmethod
-    def _is_readable(path: Path) -> bool:
-        try:
-            load_rgb(path)
-        except ImageReadError as error:
-            warnings.warn(f"skipping corrupt image: {error}", stacklevel=3)
-            return False
-        return True
 
     def __len__(self) -> int:
         return len(self.files)

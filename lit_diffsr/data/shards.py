@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from lit_diffsr.data.datasets import (
     as_degradation,
     crop_pair,
     item_rng,
+    keep_readable,
     serve_image,
 )
 from lit_diffsr.data.degradations import Degradation
@@ -235,7 +235,7 @@ class ShardDataset(Dataset):
             indices = indices[split.select(len(indices))]
         self.num_skipped = 0
         if skip_corrupt:
-            readable = [index for index in indices.tolist() if self._is_readable(index)]
+            readable = keep_readable(indices.tolist(), self._read, ConfigError, "shard item")
             self.num_skipped = len(indices) - len(readable)
             indices = np.asarray(readable, dtype=np.int64)
         if not len(indices):
@@ -299,14 +299,6 @@ class ShardDataset(Dataset):
         if stored is None or self.meta["encoding"] == "raw":
             return stored
         return decode_rgb(stored, source)
-
-    def _is_readable(self, index: int) -> bool:
-        try:
-            self._read(index)
-        except ConfigError as error:
-            warnings.warn(f"skipping corrupt shard item: {error}", stacklevel=3)
-            return False
-        return True
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -70,6 +70,8 @@ def test_class_folders_round_trip_through_shards(class_tree, tmp_path, encoding)
     }
     assert modules["shards"].num_classes == modules["folders"].num_classes == 3
     assert_same_items(*(items_by_name(module.dataset("val")) for module in modules.values()))
+    tested = ImageDataModule("folder", root=str(shards), resolution=16, format="shards", test_dir="val")
+    assert_same_items(items_by_name(modules["folders"].dataset("val")), items_by_name(tested.dataset("test")))
     folder_train, shard_train = (module.dataset("train") for module in modules.values())
     position = {item["name"]: index for index, item in enumerate(map(shard_train.__getitem__, range(21)))}
     for index in range(len(folder_train)):  # the same item with the same item seed: the same random crop

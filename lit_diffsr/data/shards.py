@@ -2,10 +2,10 @@
 
 A shard set is one folder (or object-store prefix) holding litdata's `index.json` and its `chunk-*.bin`
 files; `index.json` carries our own entry, `lit_diffsr`, with the format version, the kind of data set
-(`images`, `classes`, `paired`), the class names and the number of items. Each item is a dict: the image
-file's own bytes (`hr`, and `lr` for pairs, so pixels decode exactly as from the folder), their CRC-32
-(`crc`, a flipped bit in a shard is caught, not trained on), the class (`y`, -1 without one) and the
-file stem (`name`).
+(`images`, `classes`, `paired`), the class names, the encoding and the number of items. Each item is a
+dict: the image file's own bytes (`hr`, and `lr` for pairs, so pixels decode exactly as from the folder;
+or with `encoding="raw"` its decoded pixels), their CRC-32 (`crc`: a flipped bit in a shard is caught,
+not trained on), the class (`y`, -1 without one) and the file stem (`name`).
 
 Reading goes through `litdata.StreamingDataset` by index: our `SeededSampler` keeps choosing the order
 (per-item seeds, DDP split, exact resume as for folders) and visits one chunk at a time (`chunk_groups`),
@@ -46,7 +46,7 @@ SHARDS_FORMAT = "lit_diffsr.shards"
 SHARDS_VERSION = 1
 KINDS = ("images", "classes", "paired")
 # "file": each image file's own bytes, decoded when read; "raw": its decoded uint8 pixels (no decoding when
-# read, 1.5-3x the size of a PNG: for the 32 / 64-px sets, where decoding costs more than the reading).
+# read; 1.4-1.9x the size of the demo photos' PNGs: for the 32 / 64-px sets, where decoding dominates).
 ENCODINGS = ("file", "raw")
 INDEX_NAME = "index.json"  # litdata's
 OBJECT_STORE_PREFIXES = ("s3://", "gs://", "r2://", "azure://", "hf://")
@@ -61,10 +61,6 @@ class ShardRecord:
     name: str
     label: int | None = None
     lr: Path | None = None
-
-
-def is_url(root: str | os.PathLike) -> bool:
-    return str(root).startswith((*OBJECT_STORE_PREFIXES, "file://"))
 
 
 def join(root: str, child: str) -> str:

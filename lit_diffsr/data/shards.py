@@ -275,20 +275,19 @@ class ShardDataset(Dataset):
 
     def _read(self, index: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray | None]:
         """Item `index` of the shard set, checked and decoded: (stored item, HR pixels, LR pixels or None)."""
-        where = f"item {index} of {self.chunk_file(index)}"
         try:
             item = self._open()[index]
             hr, lr = item["hr"], item.get("lr")
             crc = zlib.crc32(hr) if lr is None else zlib.crc32(lr, zlib.crc32(hr))
             if crc != item["crc"]:
                 raise ValueError("its CRC-32 does not match: the shard is corrupt")
-            return item, self._pixels(hr, f"{where} ({item['name']})"), self._pixels(lr, f"{where} (LR)")
+            return item, self._pixels(hr, item["name"]), self._pixels(lr, f"{item['name']} (LR)")
         except ConfigError:
             raise
         except Exception as error:  # litdata's, a CRC mismatch or an undecodable image: all mean a bad shard
             raise ConfigError(
-                f"cannot read {where}: {error}; rewrite the set ({HOW_TO_WRITE}) or set "
-                "data.skip_corrupt=true to leave such items out"
+                f"cannot read item {index} of {self.chunk_file(index)}: {error}; rewrite the set "
+                f"({HOW_TO_WRITE}) or set data.skip_corrupt=true to leave such items out"
             ) from error
 
     def _pixels(self, stored: Any, source: str) -> np.ndarray | None:

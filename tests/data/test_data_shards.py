@@ -223,3 +223,16 @@ def test_bad_shard_sets_raise_one_clear_error_naming_the_file(class_tree, tmp_pa
         ShardDataset(str(shards / "val"))
     with pytest.raises(ConfigError, match="data.format='tar' is not one of"):
         ImageDataModule("folder", root=str(shards), format="tar")
+
+
+def test_an_undecodable_image_packed_into_a_shard_is_named_when_read(tmp_path, random_rgb, write_image):
+    for k in range(3):
+        write_image(tmp_path / "flat" / f"img{k}.png", random_rgb(16, 16, seed=k))
+    broken = tmp_path / "flat" / "img1.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # a truncated PNG: packed as it is, its CRC-32 holds
+    shards = write_shards(tmp_path / "flat", tmp_path / "shards")
+    dataset = ShardDataset(str(shards))
+    with pytest.raises(ConfigError, match=r"cannot read item \d of .*chunk-.*\.bin: .*'img1'"):
+        [dataset[index] for index in range(3)]
+    with pytest.warns(UserWarning, match="img1"):
+        assert ShardDataset(str(shards), skip_corrupt=True).num_skipped == 1

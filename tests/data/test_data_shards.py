@@ -113,6 +113,9 @@ def test_paired_and_flat_sets_round_trip_and_read_from_a_file_url(tmp_path, rand
             # Pairs stay aligned: the LR is the HR's every 4th pixel, cropped from the same region.
             assert torch.equal(items[name]["lr"], items[name]["hr"][:, ::4, ::4])
             assert item["hr"].shape == items[name]["hr"].shape == (3, 8, 8)
+    usage = ["shards", "--src", str(tmp_path / "hr"), "--dst", str(tmp_path / "x"), "--layout", "paired"]
+    assert prepare(usage) == 2  # paired without --lr-src: a usage error, nothing written
+    assert not (tmp_path / "x").exists()
     flat = write_shards(tmp_path / "hr", tmp_path / "flat")
     unlabelled = ShardDataset(str(flat), kinds=("images",))
     assert unlabelled.classes is None and "y" not in unlabelled[0] and len(unlabelled) == 5

@@ -89,13 +89,6 @@ class ImageDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset={dataset!r} is not one of {', '.join(DATASETS)}")
-        if format not in FORMATS:
-            raise ConfigError(f"data.format={format!r} is not one of {', '.join(FORMATS)}")
-        if format == "shards" and dataset == "demo":
-            raise ConfigError(
-                "data.format=shards reads data.dataset=folder or paired; the demo photos are built in "
-                f"(to train on them from shards, save them as a folder and {HOW_TO_WRITE})"
-            )
         if small_image not in SMALL_IMAGE_POLICIES:
             raise ValueError(
                 f"data.small_image={small_image!r} is not one of {', '.join(SMALL_IMAGE_POLICIES)}"
@@ -109,6 +102,13 @@ class ImageDataModule(L.LightningDataModule):
         if dataset == "paired" and self.degradation is not None:
             raise ValueError(
                 "data.degradation cannot be combined with data.dataset='paired' (LR comes from files)"
+            )
+        if format not in FORMATS:
+            raise ConfigError(f"data.format={format!r} is not one of {', '.join(FORMATS)}")
+        if format == "shards" and dataset == "demo":
+            raise ConfigError(
+                "data.format=shards reads data.dataset=folder or paired; the demo photos are built in "
+                f"(to train on them from shards, save them as a folder and {HOW_TO_WRITE})"
             )
         self._datasets: dict[str, Dataset] = {}
         self._scale = scale

@@ -119,7 +119,7 @@ def serve_image(
     dataset: Any, image: np.ndarray, name: str, label: int | None, rng: np.random.Generator, source: Any
 ) -> dict[str, Any]:
     """The batch dict of one decoded image under a dataset's `transform`, `small_image`, `degradation` and
-    `image_key` (folders and shards serve their images alike)."""
+    `image_key`, as `ImageFolderDataset` serves its files (shards serve their images with it)."""
     if dataset.transform is not None:
         image = fit_small_image(image, dataset.transform.crop_size, dataset.small_image, source)
         image = dataset.transform(image, rng)
@@ -281,8 +281,12 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         index, rng = item_rng(key, self.seed)
         path = self.files[index]
+        image = load_rgb(path)
+        if self.transform is not None:
+            image = fit_small_image(image, self.transform.crop_size, self.small_image, path)
+            image = self.transform(image, rng)
         label = self.labels[index] if self.labels is not None else None
-        return serve_image(self, load_rgb(path), path.stem, label, rng, path)
+        return make_item(image, path.stem, label, self.degradation, rng, self.image_key)
 
 
 class PairedFolderDataset(Dataset):

@@ -3,14 +3,17 @@ epoch, and the DataModule's start-up (listing / indexing) as the item count grow
 
 Data made here, under --workdir (kept between runs, so a second run skips the writing):
 - photos: crops of the bundled demo photographs, class = photograph, saved as PNG (as `prepare` writes),
-  at 32 and 64 px (open-bound: decoding a tiny PNG costs less than finding and opening its file) and 256 px
-  (decode-bound), then packed with `python -m lit_diffsr.data.prepare shards`;
+  at 32 and 64 px (open-bound on a cluster file system, where every open is a metadata request) and
+  256 px (decode-bound), packed with `python -m lit_diffsr.data.prepare shards` as file bytes and as raw
+  pixels (`--encoding raw`);
 - start-up: N tiny PNGs (--tiny-size px, 1000 per class folder) for each N in --startup-sizes, and their
   shards.
 
 Throughput: the train loader of `ImageDataModule(format=folders|shards)` at the image's own resolution
 (so the crop costs the same in both), 0 and 2 workers, timed after the first batch (worker start-up), the
-two formats interleaved round by round. Files opened: `open()` calls in one epoch with 0 workers.
+candidates interleaved round by round; "read only": reading and decoding the train set in the sampler's
+order, without crops or tensors. Files opened: `open()` / `os.open()` calls in one epoch of a fresh
+DataModule with 0 workers. Results: results/data_shards.md (throughput), results/data_shards_startup.md.
 
     python -m benchmarks.data_shards [--workdir DIR] [--items 32=4096 64=2048 256=384] [--batch 32]
         [--rounds 3] [--startup-sizes 10000 100000 1000000] [--tiny-size 4]
@@ -189,7 +192,10 @@ def startup(workdir: Path, sizes: list[int], tiny: int, rounds: int) -> tuple[li
         made = time.perf_counter() - start
 
         def build(root: Path, form: str) -> Callable[[], None]:
-            return lambda: datamodule(root, form, tiny, 32, 0).train_dataloader()
+            def run() -> None:  # returns nothing: the DataModule is freed inside its own timing, not the next
+                datamodule(root, form, tiny, 32, 0).train_dataloader()
+
+            return run
 
         times = interleaved(
             {"folders": build(folders, "folders"), "shards": build(shards, "shards")},
@@ -210,44 +216,39 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lit_diffsr_bench_shards"
     )
-    parser.add_argument("--items", nargs="+", default=["32=4096", "64=2048", "256=384"], metavar="PX=N")
+    parser.add_argument("--items", nargs="*", default=["32=4096", "64=2048", "256=384"], metavar="PX=N")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--startup-sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--tiny-size", type=int, default=4, help="side of the start-up test's PNGs")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    load_before = load_average()
     items = {int(size): int(count) for size, count in (item.split("=") for item in args.items)}
-    speed_rows, speed_raw = throughput(args.workdir, items, args.batch, args.rounds)
-    start_rows, start_raw = startup(args.workdir, args.startup_sizes, args.tiny_size, args.rounds)
-    body = (
-        f"Train loader images/s (median of {args.rounds} interleaved epochs, IQR of the seconds per image), "
-        f"batch {args.batch}; files opened in one epoch with 0 workers.\n\n"
-        + markdown_table(
-            [
-                "data",
-                "workers",
-                "folders images/s",
-                "shards (file bytes) images/s",
-                "shards (raw pixels) images/s",
-                "file shards / folders",
-                "raw shards / folders",
-                "files opened: folders / file / raw shards",
-            ],
-            speed_rows,
+    if items:
+        load_before = load_average()
+        speed_rows, speed_raw = throughput(args.workdir, items, args.batch, args.rounds)
+        header = ["data", "workers", "folders images/s", "shards (file bytes) images/s"]
+        header += ["shards (raw pixels) images/s", "file shards / folders", "raw shards / folders"]
+        header += ["files opened: folders / file / raw shards"]
+        body = (
+            f"Train loader images/s (median of {args.rounds} interleaved epochs, IQR of the seconds per "
+            f"image), batch {args.batch}; `read only`: reading and decoding the train set in the sampler's "
+            "order, nothing else; files opened in one epoch with 0 workers.\n\n"
+            + markdown_table(header, speed_rows)
         )
-        + "\n\nDataModule start-up (train set listed or indexed, sampler built), seconds, "
-        f"{args.tiny_size}x{args.tiny_size} PNGs, warm file-system cache.\n\n"
-        + markdown_table(["items", "folders", "shards", "chunk files"], start_rows)
-    )
-    write_results(
-        "data_shards",
-        "Folders against shards",
-        body,
-        {"throughput": speed_raw, "startup": start_raw, "args": vars(args) | {"workdir": "-"}},
-        load_before,
-    )
+        results = {"throughput": speed_raw, "args": vars(args) | {"workdir": "-"}}
+        write_results("data_shards", "Folders against shards: throughput", body, results, load_before)
+    if args.startup_sizes:
+        load_before = load_average()
+        start_rows, start_raw = startup(args.workdir, args.startup_sizes, args.tiny_size, args.rounds)
+        body = (
+            "DataModule start-up (train set listed or indexed, sampler and loader built), seconds, "
+            f"{args.tiny_size}x{args.tiny_size} PNGs, warm file-system cache; median of {args.rounds} "
+            "interleaved rounds (1 at 1 M items) after one untimed round.\n\n"
+            + markdown_table(["items", "folders", "shards", "chunk files"], start_rows)
+        )
+        results = {"startup": start_raw, "args": vars(args) | {"workdir": "-"}}
+        write_results("data_shards_startup", "Folders against shards: start-up", body, results, load_before)
 
 
 if __name__ == "__main__":

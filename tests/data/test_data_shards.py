@@ -3,6 +3,7 @@ two ranks, and one clear error for every kind of bad shard set."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from lit_diffsr.data.datamodule import ImageDataModule
+from lit_diffsr.data.datasets import RandomSplit
 from lit_diffsr.data.io import find_images, load_rgb
 from lit_diffsr.data.prepare.cli import main as prepare
 from lit_diffsr.data.shards import ShardDataset
@@ -181,6 +183,10 @@ def test_training_order_reads_one_chunk_at_a_time(class_tree, tmp_path):
     assert switches == len(dataset.chunk_groups) - 1 > 1
     sampler.set_epoch(1)
     assert [index for index, _ in sampler] != [index for index, _ in datamodule.train_dataloader().sampler]
+    held_out = ShardDataset(str(shards / "train"), split=RandomSplit("train", num_val=5))
+    chunk_of = [held_out.chunk_file(int(index)) for index in held_out.indices]
+    runs = [len(list(group)) for _, group in itertools.groupby(chunk_of)]
+    assert held_out.chunk_groups == runs and sum(runs) == len(held_out) == 16
 
 
 def corrupt(path: Path, offset_from_end: int) -> None:

@@ -209,7 +209,7 @@ def startup(workdir: Path, sizes: list[int], tiny: int, rounds: int) -> tuple[li
     return rows, raw
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--startup-sizes", nargs="*", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--tiny-size", type=int, default=4, help="side of the start-up test's PNGs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     items = {int(size): int(count) for size, count in (item.split("=") for item in args.items)}
     if items:

@@ -25,6 +25,7 @@ BENCHMARKS = [
     "ema_update",
     "lightning_overhead",
     "data_pipeline",
+    "data_shards",
     "peak_memory",
     "gpu_unet",
 ]

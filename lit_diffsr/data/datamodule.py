@@ -24,12 +24,16 @@ from lit_diffsr.data.datasets import (
 )
 from lit_diffsr.data.degradations import Degradation
 from lit_diffsr.data.samplers import SeededSampler
+from lit_diffsr.data.shards import HOW_TO_WRITE, ShardDataset, join, local_source, shard_set_exists
 from lit_diffsr.data.transforms import SMALL_IMAGE_POLICIES, CropTransform
 from lit_diffsr.errors import ConfigError
 
 log = logging.getLogger("lit_diffsr")
 
 DATASETS = ("folder", "paired", "demo")
+FORMATS = ("folders", "shards")
+# The shard kinds each data config reads (see lit_diffsr.data.shards), by dataset and class_folders.
+SHARD_KINDS = {"paired": ("paired",), True: ("classes",), False: ("images",), "auto": ("classes", "images")}
 SUBSETS = ("train", "val", "test", "predict")
 
 
@@ -43,6 +47,10 @@ class ImageDataModule(L.LightningDataModule):
     `lit_diffsr.data.degradations.Degradation`) adds `lr` / `mask` to every item. `resize=False`
     crops folder images at native resolution instead of first resizing their short side.
     `scale` is the paired data's SR factor (inferred from the first pair when None).
+    `format`: "folders" reads image files; "shards" reads the shard sets that
+    `python -m lit_diffsr.data.prepare shards` writes (`root` = a local folder, `file://` or object-store URL
+    holding `train_dir` / `val_dir` / `test_dir` sets, or one set held out by seed; pairs too), with the same
+    items, crops, seeds and resume, and `shard_cache_dir` for the chunks litdata streams from URLs.
     Predict serves the images of `predict_dir` whole (as `lr` when the data has an observation,
     else as `hr`; one per batch since sizes differ), or the val set when predict_dir is None.
     """
@@ -75,6 +83,8 @@ class ImageDataModule(L.LightningDataModule):
         resize: bool = True,
         scale: int | None = None,
         demo_crops_per_side: int = 3,
+        format: str = "folders",
+        shard_cache_dir: str | None = None,
     ):
         super().__init__()
         if isinstance(degradation, (DictConfig, ListConfig)):
@@ -96,6 +106,13 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(
                 "data.degradation cannot be combined with data.dataset='paired' (LR comes from files)"
             )
+        if format not in FORMATS:
+            raise ConfigError(f"data.format={format!r} is not one of {', '.join(FORMATS)}")
+        if format == "shards" and dataset == "demo":
+            raise ConfigError(
+                "data.format=shards reads data.dataset=folder or paired; the demo photos are built in "
+                f"(to train on them from shards, save them as a folder and {HOW_TO_WRITE})"
+            )
         self._datasets: dict[str, Dataset] = {}
         self._scale = scale
         self._train_sampler: SeededSampler | None = None
@@ -116,7 +133,7 @@ class ImageDataModule(L.LightningDataModule):
     def lr_scale(self) -> int | None:
         """How many times smaller `lr` is than `hr` (1 for same-size degradations), None without `lr`."""
         if self.hparams.dataset == "paired":
-            return self._paired_scale()
+            return self.dataset("train").scale if self.hparams.format == "shards" else self._paired_scale()
         return self.degradation.scale if self.degradation is not None else None
 
     # ------------------------------------------------------------------ datasets
@@ -149,6 +166,8 @@ class ImageDataModule(L.LightningDataModule):
             return self._demo(subset)
         if subset == "test" and self.hparams.test_dir is None:
             return self.dataset("val")
+        if self.hparams.format == "shards":
+            return self._shards(subset)
         if self.hparams.dataset == "paired":
             return self._paired(subset)
         return self._folder(subset)
@@ -172,13 +191,10 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.root is required for data.dataset='folder'; {FOLDER_LAYOUT}")
         folder, split = self._subset_folder(self._existing(h.root, "data.root"), subset)
         classes = self.dataset("train").classes if subset != "train" else None
-        transform = CropTransform(
-            h.resolution, train=subset == "train", resize=h.resize, random_flip=h.random_flip
-        )
         try:
             return ImageFolderDataset(
                 folder,
-                transform,
+                self._crop_transform(subset),
                 class_folders=h.class_folders,
                 skip_corrupt=h.skip_corrupt,
                 small_image=h.small_image,
@@ -189,6 +205,51 @@ class ImageDataModule(L.LightningDataModule):
             )
         except DatasetLayoutError as error:
             raise DatasetLayoutError(f"check data.root={h.root!r} ({subset} set): {error}") from error
+
+    def _crop_transform(self, subset: str) -> CropTransform:
+        h = self.hparams
+        return CropTransform(
+            h.resolution, train=subset == "train", resize=h.resize, random_flip=h.random_flip
+        )
+
+    def _shards(self, subset: str) -> ShardDataset:
+        h = self.hparams
+        if h.root is None:
+            raise ConfigError(f"data.root is required for data.format=shards; {HOW_TO_WRITE}")
+        location, split = self._subset_shards(str(h.root), subset)
+        paired = h.dataset == "paired"
+        dataset = ShardDataset(
+            location,
+            SHARD_KINDS["paired" if paired else h.class_folders],
+            transform=None if paired else self._crop_transform(subset),
+            small_image=h.small_image,
+            degradation=self.degradation,
+            split=split,
+            skip_corrupt=h.skip_corrupt,
+            crop_size=h.resolution,
+            train=subset == "train",
+            augment=h.random_flip,
+            cache_dir=h.shard_cache_dir,
+            seed=h.seed,
+        )
+        if subset != "train" and dataset.classes != self.dataset("train").classes:
+            raise ConfigError(f"the {subset} shards {location} have other classes than the training shards")
+        return dataset
+
+    def _subset_shards(self, root: str, subset: str) -> tuple[str, RandomSplit | None]:
+        """The shard set of one subset, by the folder rule: root/train_dir etc. when root/train_dir is a set
+        (always, for an object store), else root itself with a seeded hold-out."""
+        h = self.hparams
+        if subset == "test":
+            return join(root, h.test_dir), None
+        if local_source(root) is None or shard_set_exists(join(root, h.train_dir)):
+            return join(root, h.train_dir if subset == "train" else h.val_dir), None
+        if not shard_set_exists(root):
+            raise ConfigError(
+                f"data.root={root!r} holds no shard set (no index.json in it or in its {h.train_dir!r} "
+                f"sub-folder); {HOW_TO_WRITE}"
+            )
+        return root, RandomSplit(subset, h.val_fraction, h.num_val, h.seed)
 
     def _paired(self, subset: str) -> PairedFolderDataset:
         h = self.hparams
@@ -256,7 +317,10 @@ class ImageDataModule(L.LightningDataModule):
         dataset = self.dataset("train")
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = SeededSampler(len(dataset), self.hparams.seed, num_replicas=replicas, rank=rank)
+        groups = dataset.chunk_groups if isinstance(dataset, ShardDataset) else None  # read chunk by chunk
+        sampler = SeededSampler(
+            len(dataset), self.hparams.seed, num_replicas=replicas, rank=rank, groups=groups
+        )
         if self._train_sampler_state is not None:
             sampler.load_state_dict(self._train_sampler_state)
             self._train_sampler_state = None

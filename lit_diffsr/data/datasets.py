@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -113,6 +113,58 @@ def make_item(
     return item
 
 
+def serve_image(
+    dataset: Any, image: np.ndarray, name: str, label: int | None, rng: np.random.Generator, source: Any
+) -> dict[str, Any]:
+    """The batch dict of one decoded image under a dataset's `transform`, `small_image`, `degradation` and
+    `image_key`, as `ImageFolderDataset` serves its files (shards serve their images with it)."""
+    if dataset.transform is not None:
+        image = fit_small_image(image, dataset.transform.crop_size, dataset.small_image, source)
+        image = dataset.transform(image, rng)
+    return make_item(image, name, label, dataset.degradation, rng, dataset.image_key)
+
+
+def crop_pair(
+    hr: np.ndarray,
+    lr: np.ndarray,
+    name: str,
+    scale: int,
+    crop_size: int | None,
+    train: bool,
+    augmentation: PairAugmentation | None,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """The batch dict of one (HR, LR) pair: a crop chosen on the LR grid (crop_size / scale pixels, uniform
+    in training, centred otherwise) and the same region of the HR, then the same flip / rotation for both."""
+    if crop_size is not None:
+        lr_crop = crop_size // scale
+        if train:  # uniform over the LR grid
+            top = int(rng.integers(lr.shape[0] - lr_crop + 1))
+            left = int(rng.integers(lr.shape[1] - lr_crop + 1))
+        else:
+            top, left = (lr.shape[0] - lr_crop) // 2, (lr.shape[1] - lr_crop) // 2
+        lr = lr[top : top + lr_crop, left : left + lr_crop]
+        hr = hr[top * scale : (top + lr_crop) * scale, left * scale : (left + lr_crop) * scale]
+    if augmentation is not None:
+        hr, lr = augmentation(hr, lr, rng)
+    return {"hr": to_chw_tensor(hr), "lr": to_chw_tensor(lr), "name": name}
+
+
+def keep_readable(
+    keys: Iterable[int], read: Callable[[int], object], error: type[Exception], what: str
+) -> list[int]:
+    """The keys whose `read` succeeds (data.skip_corrupt=true); every other one is named in a warning."""
+    readable = []
+    for key in keys:
+        try:
+            read(key)
+        except error as failure:
+            warnings.warn(f"skipping corrupt {what}: {failure}", stacklevel=3)
+            continue
+        readable.append(key)
+    return readable
+
+
 def _subfolders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -161,7 +213,7 @@ class ImageFolderDataset(Dataset):
             labels = [labels[i] for i in keep] if labels is not None else None
         self.num_skipped = 0
         if skip_corrupt:
-            readable = [i for i, path in enumerate(files) if self._is_readable(path)]
+            readable = keep_readable(range(len(files)), lambda i: load_rgb(files[i]), ImageReadError, "image")
             self.num_skipped = len(files) - len(readable)
             files = [files[i] for i in readable]
             labels = [labels[i] for i in readable] if labels is not None else None
@@ -220,15 +272,6 @@ class ImageFolderDataset(Dataset):
                 f"images at the top level of {str(self.root)!r} are ignored (class folders)", stacklevel=3
             )
         return files, labels, classes
-
-    @staticmethod
-    def _is_readable(path: Path) -> bool:
-        try:
-            load_rgb(path)
-        except ImageReadError as error:
-            warnings.warn(f"skipping corrupt image: {error}", stacklevel=3)
-            return False
-        return True
 
     def __len__(self) -> int:
         return len(self.files)
@@ -342,21 +385,7 @@ class PairedFolderDataset(Dataset):
         index, rng = item_rng(key, self.seed)
         hr_path, lr_path = self.pairs[index]
         hr, lr = load_rgb(hr_path), load_rgb(lr_path)
-        if self.crop_size is not None:
-            lr_crop = self.crop_size // self.scale
-            if self.train:  # uniform over the LR grid
-                top = int(rng.integers(lr.shape[0] - lr_crop + 1))
-                left = int(rng.integers(lr.shape[1] - lr_crop + 1))
-            else:
-                top, left = (lr.shape[0] - lr_crop) // 2, (lr.shape[1] - lr_crop) // 2
-            lr = lr[top : top + lr_crop, left : left + lr_crop]
-            hr = hr[
-                top * self.scale : (top + lr_crop) * self.scale,
-                left * self.scale : (left + lr_crop) * self.scale,
-            ]
-        if self.augmentation is not None:
-            hr, lr = self.augmentation(hr, lr, rng)
-        return {"hr": to_chw_tensor(hr), "lr": to_chw_tensor(lr), "name": hr_path.stem}
+        return crop_pair(hr, lr, hr_path.stem, self.scale, self.crop_size, self.train, self.augmentation, rng)
 
 
 def _sklearn_sample(filename: str) -> Callable[[], np.ndarray]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -52,14 +54,22 @@ def load_rgb(path: str | Path) -> np.ndarray:
     Greyscale becomes three equal channels, transparency is composited on white, 16-bit
     samples are scaled to 8 bits, and the EXIF orientation is applied.
     """
-    path = Path(path)
+    return _decode(Path(path), str(path))
+
+
+def decode_rgb(data: bytes | memoryview, source: str) -> np.ndarray:
+    """`load_rgb` for the bytes of an image file (e.g. one item of a shard); `source` names it in errors."""
+    return _decode(io.BytesIO(data), source)
+
+
+def _decode(file: Path | BinaryIO, source: str) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             image.load()  # decode fully now, so a truncated file fails here and not later
             image = ImageOps.exif_transpose(image)
             return _to_rgb8(image)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        raise ImageReadError(f"cannot read image {str(path)!r}: {error}") from error
+        raise ImageReadError(f"cannot read image {source!r}: {error}") from error
 
 
 # PIL modes of single-channel files: greyscale stays one channel where a metric convention depends on it.

@@ -22,17 +22,30 @@ class SeededSampler(DistributedSampler):
     Exact mid-epoch resume: `consumed` items of the epoch (all ranks together, a multiple of
     `num_replicas`) were already trained on and are skipped; `len()` stays the whole epoch's share, as
     Lightning counts the resumed epoch's batches from the checkpoint's progress.
+
+    Shards: `groups` (the sizes of consecutive runs of items stored together, e.g. one litdata chunk each)
+    makes the shuffle local: the groups' order is permuted and then the items inside each group, so a
+    reader opens each shard once per pass instead of once per item. The shard writer shuffles the items
+    across shards once, so a group is already a random sample of the data set.
     """
 
     def __init__(
-        self, num_items: int, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0
+        self,
+        num_items: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        groups: list[int] | None = None,
     ):
         if num_items < 1:
             raise ValueError(f"SeededSampler needs at least one item, got num_items={num_items}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"SeededSampler: rank={rank} must be in [0, num_replicas={num_replicas})")
+        if groups is not None and sum(groups) != num_items:
+            raise ValueError(f"SeededSampler: the groups hold {sum(groups)} items, not num_items={num_items}")
         super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
-        self.num_items, self.consumed = num_items, 0
+        self.num_items, self.consumed, self.groups = num_items, 0, groups
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -46,14 +59,24 @@ class SeededSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = self._generator()
-        if self.shuffle:
-            order = torch.randperm(self.num_items, generator=generator)
-        else:
-            order = torch.arange(self.num_items)
+        order = self._order(generator)
         item_seeds = torch.randint(0, 2**62, (self.num_items,), generator=generator)
         pairs = list(zip(order.tolist(), item_seeds.tolist(), strict=True))
         pairs += pairs[: self.total_size - self.num_items]  # padding, as DistributedSampler does
         return iter(pairs[self.consumed :][self.rank :: self.num_replicas])
+
+    def _order(self, generator: torch.Generator) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_items)
+        if self.groups is None:
+            return torch.randperm(self.num_items, generator=generator)
+        starts = torch.tensor([0, *self.groups]).cumsum(0)
+        return torch.cat(
+            [
+                starts[group] + torch.randperm(self.groups[group], generator=generator)
+                for group in torch.randperm(len(self.groups), generator=generator).tolist()
+            ]
+        )
 
     def __len__(self) -> int:
         return self.num_samples

@@ -10,7 +10,7 @@ from types import ModuleType
 
 from rich.console import Console
 
-from lit_diffsr.data.prepare import cifar10, div2k, faces, imagenet, srtest
+from lit_diffsr.data.prepare import cifar10, div2k, faces, imagenet, shards, srtest
 from lit_diffsr.data.prepare.engine import PrepareError, execute, positive_int
 
 # name -> (one-line description, module with add_arguments(parser) and plan(args, src, dst))
@@ -22,6 +22,8 @@ DATASETS: dict[str, tuple[str, ModuleType]] = {
     "srtest": ("Set5, Set14, BSD100, Urban100 -> <dst>/<Set>/X<s>/{HR,LR}/*.png", srtest),
     "cifar10": ("CIFAR-10 python batches or image tree -> <dst>/<split>/<class>/*.png", cifar10),
 }
+
+SHARDS_HELP = "a prepared folder tree (classes, images, or HR + LR pairs) -> litdata shard sets"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (description, module) in DATASETS.items():
         subparser = subparsers.add_parser(name, parents=[common], help=description, description=description)
         module.add_arguments(subparser)
+    shards.add_arguments(subparsers.add_parser("shards", help=SHARDS_HELP, description=shards.__doc__))
     return parser
 
 
@@ -91,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         src, dst = check_locations(args.src, args.dst)
+        if args.dataset == "shards":
+            shards.run(args, src, dst)
+            return 0
         plan = DATASETS[args.dataset][1].plan(args, src, dst)
         if plan.total == 0 and not plan.failed_sources:
             raise PrepareError(f"found no {args.dataset} images under --src {args.src}; see data/README.md")

@@ -19,10 +19,13 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from lit_diffsr.errors import ConfigError
+from lit_diffsr.runtime import command_directory, set_num_threads, write_record
+from lit_diffsr.runtime import register_resolvers as register_runtime_resolvers
 from lit_diffsr.slurm.job import register_resolvers, slurm_job_id
 
 log = logging.getLogger("lit_diffsr")
 register_resolvers()  # ${lit_diffsr.slurm_run_name:...} and ${lit_diffsr.wandb_run_id:...} in conf/
+register_runtime_resolvers()  # ${lit_diffsr.hydra_record_subdir:...} and ${lit_diffsr.sweep_job_dirname:...}
 
 # Callbacks that only make sense while training (EMA swaps weights; a non-fit run loads EMA weights already).
 FIT_ONLY_CALLBACKS = {"ema", "lr_monitor", "checkpoint", "requeue", "history"}
@@ -67,23 +70,35 @@ def refuse_to_mix_runs(output_dir: Path) -> None:
         )
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, command_dir: Path | None = None) -> list[L.Callback]:
+    """The configured callbacks; validate / test / predict write their images into `command_dir`."""
     callbacks = []
     for key, spec in (cfg.get("callbacks") or {}).items():
         if spec is None or (cfg.command != "fit" and key in FIT_ONLY_CALLBACKS):
             continue
-        callbacks.append(instantiate(spec))
+        into_command_dir = key == "sample_grid" and command_dir is not None
+        callbacks.append(instantiate(spec, **({"dirpath": str(command_dir)} if into_command_dir else {})))
     if cfg.command == "predict":
         from lit_diffsr.callbacks import SampleWriter
 
-        callbacks.append(SampleWriter(str(Path(cfg.paths.output_dir) / "samples" / "predict")))
+        callbacks.append(SampleWriter(str(command_dir)))
     return callbacks
+
+
+def build_loggers(cfg: DictConfig, command_dir: Path | None = None) -> list:
+    """The configured loggers; the CSV log (metrics.csv, hparams.yaml) of validate / test / predict goes
+    into `command_dir`, so the fit's stays as it was."""
+    loggers = []
+    for spec in (cfg.get("logger") or {}).values():
+        if spec is not None:
+            is_csv = command_dir is not None and str(spec.get("_target_", "")).endswith("CSVLogger")
+            loggers.append(instantiate(spec, **({"save_dir": str(command_dir)} if is_csv else {})))
+    return loggers
 
 
 def run(cfg: DictConfig) -> dict:
     """Run `cfg.command`; returns the metrics the trainer logged (for sweeps and tests)."""
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
+    set_num_threads(cfg.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, cfg.command)
@@ -92,8 +107,14 @@ def run(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _recursive_=False)
-    loggers = [instantiate(spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    # validate / test / predict keep their record, images and CSV log in samples/<command>[-N]/.
+    command_dir = command_directory(output_dir, cfg.command)
+    if command_dir is not None:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        write_record(command_dir, cfg, overrides, ckpt_path)
+    loggers = build_loggers(cfg, command_dir)
+    callbacks = build_callbacks(cfg, command_dir)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -115,7 +136,7 @@ def run(cfg: DictConfig) -> dict:
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
     }
-    log.info("Outputs in %s", output_dir.resolve())
+    log.info("Outputs in %s", (command_dir or output_dir).resolve())
     return metrics
 
 

@@ -229,6 +229,7 @@ class DiffusionMethod(L.LightningModule):
         checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.checkpoint_step = int(checkpoint.get("global_step", 0))  # names the outputs of validate, test
         states = checkpoint.get("rng_states")
         if not states or self._trainer is None or self._trainer.state.fn != "fit":
             return

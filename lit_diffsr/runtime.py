@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,6 +17,42 @@ from lit_diffsr.errors import ConfigError
 
 # Commands that own their directory keep Hydra's record there (.hydra/config.yaml, overrides.yaml).
 OWNS_ITS_DIRECTORY = {"fit", "sample"}
+
+
+# Lightning messages that say nothing about this run (matched at the start of the message).
+LIGHTNING_NOISE = (
+    # On any host with Slurm's tools, for every command not started by srun (a login node, a test).
+    "The `srun` command is available on your system but is not used",
+    # Every mid-epoch resume: the DataModule resumes its sampler exactly (data/datamodule.py state_dict),
+    # which Lightning cannot see; the DataModule logs the position it resumes from instead.
+    "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is",
+    # Lightning's own use of a torch API that torch deprecated; nothing a user can change.
+    "`isinstance(treespec, LeafSpec)` is deprecated",
+    # Every resume (a fresh fit into a directory with checkpoints is refused: train.refuse_to_mix_runs).
+    "Checkpoint directory ",
+)
+# Lightning's info lines advertising its cloud products, and the one saying it uses our model summary.
+LIGHTNING_CHATTER = ("💡 Tip:", "Trainer already configured with model summary callbacks")
+
+
+class DropMessages(logging.Filter):
+    """Drops log records whose message starts with one of `prefixes`."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def silence_lightning_noise() -> None:
+    """Hide the `LIGHTNING_NOISE` warnings and the `LIGHTNING_CHATTER` info lines."""
+    for message in LIGHTNING_NOISE:
+        warnings.filterwarnings("ignore", message=re.escape(message))
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropMessages) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(DropMessages(LIGHTNING_CHATTER))
 
 
 def available_cpus() -> int:

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.runtime import command_directory, set_num_threads, write_record
+from lit_diffsr.runtime import command_directory, set_num_threads, silence_lightning_noise, write_record
 from lit_diffsr.runtime import register_resolvers as register_runtime_resolvers
 from lit_diffsr.slurm.job import register_resolvers, slurm_job_id
 
@@ -99,6 +99,7 @@ def build_loggers(cfg: DictConfig, command_dir: Path | None = None) -> list:
 def run(cfg: DictConfig) -> dict:
     """Run `cfg.command`; returns the metrics the trainer logged (for sweeps and tests)."""
     set_num_threads(cfg.num_threads)
+    silence_lightning_noise()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, cfg.command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from lit_diffsr.data.datasets import (
 from lit_diffsr.data.degradations import Degradation
 from lit_diffsr.data.samplers import SeededSampler
 from lit_diffsr.data.transforms import SMALL_IMAGE_POLICIES, CropTransform
+
+log = logging.getLogger("lit_diffsr")
 
 DATASETS = ("folder", "paired", "demo")
 SUBSETS = ("train", "val", "test", "predict")
@@ -256,6 +259,9 @@ class ImageDataModule(L.LightningDataModule):
         if self._train_sampler_state is not None:
             sampler.load_state_dict(self._train_sampler_state)
             self._train_sampler_state = None
+            if sampler.consumed:  # said once, in place of Lightning's warning of an unresumable loader
+                log.info("Data resume mid-epoch, exactly: epoch %d continues after its first %d items",
+                         sampler.epoch, sampler.consumed)
         self._train_sampler = sampler
         return self._loader(dataset, self.hparams.batch_size, sampler)
 

@@ -1,6 +1,7 @@
 """Progress reports of the samplers, plain progress lines, sample-grid layout and the runtime settings."""
 
 import logging
+import warnings
 
 import lightning as L
 import pytest
@@ -11,7 +12,15 @@ from lit_diffsr.callbacks.samples import comparison_grid, enlarged
 from lit_diffsr.diffusion import GaussianDiffusion, SchrodingerBridge, get_beta_schedule, sample_ancestral
 from lit_diffsr.diffusion.progress import report_step, reverse_step_listener
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.runtime import available_cpus, hydra_record_subdir, set_num_threads, sweep_job_dirname
+from lit_diffsr.runtime import (
+    LIGHTNING_CHATTER,
+    DropMessages,
+    available_cpus,
+    hydra_record_subdir,
+    set_num_threads,
+    silence_lightning_noise,
+    sweep_job_dirname,
+)
 
 
 def test_samplers_report_every_reverse_step():
@@ -113,3 +122,15 @@ def test_where_records_go_and_sweep_job_names():
     assert hydra_record_subdir("validate", "MULTIRUN") == ".hydra"  # each sweep job has its own directory
     assert sweep_job_dirname(3, "model.optim.lr=0.001,x=a/b") == "3_model.optim.lr=0.001,x=a_b"
     assert sweep_job_dirname(0, "") == "0" and len(sweep_job_dirname(1, "x=" + "9" * 300)) == 100
+
+
+def test_lightning_noise_is_silenced_and_other_warnings_are_not():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_lightning_noise()
+        warnings.warn("The `srun` command is available on your system but is not used. HINT", stacklevel=1)
+        warnings.warn("a warning that matters", stacklevel=1)
+    assert [str(warning.message) for warning in caught] == ["a warning that matters"]
+    tip = logging.LogRecord("lightning", logging.INFO, "", 0, "💡 Tip: try our cloud", None, None)
+    kept = logging.LogRecord("lightning", logging.INFO, "", 0, "GPU available: False", None, None)
+    assert [DropMessages(LIGHTNING_CHATTER).filter(record) for record in (tip, kept)] == [False, True]

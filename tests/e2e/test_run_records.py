@@ -20,9 +20,14 @@ SMALL = ["experiment=quickstart", "debug=smoke", "num_threads=1", PROGRESS]
 
 
 def cli_to_file(log: Path, *args: str) -> str:
-    """`python -m lit_diffsr ARGS` with stdout and stderr going to the file `log`, as under nohup or Slurm;
-    returns what it wrote."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    """`python -m lit_diffsr ARGS` with stdout and stderr going to the file `log`, as under nohup or Slurm,
+    on a host with Slurm's `srun` (a stand-in on PATH); returns what it wrote."""
+    fake_bin = log.parent / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "srun").chmod(0o755)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1",
+           "PATH": f"{fake_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(log, "w") as out:
         result = subprocess.run([sys.executable, "-m", "lit_diffsr", *args], cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, timeout=600)
@@ -39,6 +44,11 @@ def test_progress_lines_in_a_file_and_records_that_later_commands_keep(tmp_path)
     assert steps == ["1", "2", "3", "4"], fit_log[-3000:]
     assert "validate at step 4 batch 1/1: reverse step 2/2" in fit_log
     assert (run / "fit.log").is_file() and "fit step 4/4" in (run / "fit.log").read_text()
+    # no noise: Lightning's srun hint, its tips, a FLOPs total of 0, one column per identical learning rate
+    for noise in ("srun", "Tip:", "FLOPs", "Flops", "LeafSpec"):
+        assert noise not in fit_log, fit_log[-3000:]
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "lr-AdamW" in header and not [column for column in header if "/pg" in column]
 
     fit_record = {name: (run / name).read_bytes() for name in
                   (".hydra/config.yaml", ".hydra/overrides.yaml", "hparams.yaml", "metrics.csv")}

@@ -121,3 +121,10 @@ def write_record(folder: Path, cfg: DictConfig, overrides: list[str], ckpt_path:
     config["ckpt_path"] = ckpt_path
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (folder / "overrides.yaml").write_text(yaml.safe_dump(list(overrides), sort_keys=False))
+
+
+def configured_data_dir() -> Path:
+    """`paths.data_dir` as a command resolves it ($LIT_DIFFSR_DATA, else <$LIT_DIFFSR_ROOT or .>/datasets),
+    for scripts that run outside Hydra (benchmarks)."""
+    paths = OmegaConf.load(Path(__file__).parent / "conf" / "paths" / "default.yaml")
+    return Path(OmegaConf.create({"paths": paths}).paths.data_dir)

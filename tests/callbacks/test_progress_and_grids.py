@@ -16,6 +16,7 @@ from lit_diffsr.runtime import (
     LIGHTNING_CHATTER,
     DropMessages,
     available_cpus,
+    configured_data_dir,
     hydra_record_subdir,
     set_num_threads,
     silence_lightning_noise,
@@ -134,3 +135,11 @@ def test_lightning_noise_is_silenced_and_other_warnings_are_not():
     tip = logging.LogRecord("lightning", logging.INFO, "", 0, "💡 Tip: try our cloud", None, None)
     kept = logging.LogRecord("lightning", logging.INFO, "", 0, "GPU available: False", None, None)
     assert [DropMessages(LIGHTNING_CHATTER).filter(record) for record in (tip, kept)] == [False, True]
+
+
+def test_scripts_find_the_configured_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("LIT_DIFFSR_DATA", str(tmp_path))
+    assert configured_data_dir() == tmp_path
+    monkeypatch.delenv("LIT_DIFFSR_DATA")
+    monkeypatch.setenv("LIT_DIFFSR_ROOT", str(tmp_path / "root"))
+    assert configured_data_dir() == tmp_path / "root" / "datasets"

@@ -86,3 +86,9 @@ def test_sweep_jobs_are_named_by_their_overrides(tmp_path):
     # Hydra's override_dirname: every override of the job but those naming paths, the experiment, ...
     assert jobs == ["0_seed=1,trainer.max_steps=1", "1_seed=2,trainer.max_steps=1"]
     assert len(list((tmp_path / "multirun" / "quickstart").glob("*/0_seed=1,*/.hydra/config.yaml"))) == 1
+
+
+def test_help_shows_the_experiments_config(tmp_path):
+    shown = cli_to_file(tmp_path / "help.out", "fit", "--help", "experiment=quickstart", "trainer.max_steps=123")
+    assert shown.startswith("python -m lit_diffsr fit [experiment=NAME]")
+    assert "\nname: quickstart\n" in shown and "max_steps: 123" in shown

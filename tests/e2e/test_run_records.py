@@ -89,6 +89,7 @@ def test_sweep_jobs_are_named_by_their_overrides(tmp_path):
 
 
 def test_help_shows_the_experiments_config(tmp_path):
-    shown = cli_to_file(tmp_path / "help.out", "fit", "--help", "experiment=quickstart", "trainer.max_steps=123")
+    shown = cli_to_file(tmp_path / "help.out", "fit", "--help", "experiment=quickstart",
+                        "trainer.max_steps=123")
     assert shown.startswith("python -m lit_diffsr fit [experiment=NAME]")
     assert "\nname: quickstart\n" in shown and "max_steps: 123" in shown

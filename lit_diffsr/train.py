@@ -76,6 +76,8 @@ def build_callbacks(cfg: DictConfig, command_dir: Path | None = None) -> list[L.
     for key, spec in (cfg.get("callbacks") or {}).items():
         if spec is None or (cfg.command != "fit" and key in FIT_ONLY_CALLBACKS):
             continue
+        if key == "lr_monitor" and not cfg.get("logger"):
+            continue  # Lightning's monitor stops a run that has no logger (logger=none)
         into_command_dir = key == "sample_grid" and command_dir is not None
         callbacks.append(instantiate(spec, **({"dirpath": str(command_dir)} if into_command_dir else {})))
     if cfg.command == "predict":

@@ -93,3 +93,10 @@ def test_help_shows_the_experiments_config(tmp_path):
                         "trainer.max_steps=123")
     assert shown.startswith("python -m lit_diffsr fit [experiment=NAME]")
     assert "\nname: quickstart\n" in shown and "max_steps: 123" in shown
+
+
+def test_fit_without_a_logger(tmp_path):
+    run = tmp_path / "run"
+    shown = cli_to_file(tmp_path / "fit.out", "fit", *SMALL, "logger=none", f"paths.output_dir={run}",
+                        "trainer.max_steps=1")
+    assert "fit step 1/1" in shown and not (run / "metrics.csv").exists()

@@ -16,10 +16,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# ckpt_path=auto: a second `make demo` resumes the first run (finished: nothing to train) instead of mixing two.
+# ckpt_path=auto: a second `make demo` resumes the first run (finished: nothing to train; interrupted: from its
+# newest checkpoint) instead of mixing two. ARGS are overrides for both commands, e.g.
+# `make demo ARGS="num_threads=4 trainer.max_steps=400"`.
+ARGS ?=
+# Without it, libgomp's threads spin while they wait for each other, and on a busy machine a 2-thread step took
+# 5x longer than with this setting (README, Quickstart); set OMP_WAIT_POLICY=ACTIVE to keep the spinning.
+demo: export OMP_WAIT_POLICY ?= PASSIVE
 demo: $(STAMP)
-	$(PY) -m lit_diffsr fit experiment=quickstart paths.output_dir=$(DEMO_DIR) ckpt_path=auto
-	$(PY) -m lit_diffsr predict experiment=quickstart paths.output_dir=$(DEMO_DIR) ckpt_path=last
+	$(PY) -m lit_diffsr fit experiment=quickstart paths.output_dir=$(DEMO_DIR) ckpt_path=auto $(ARGS)
+	$(PY) -m lit_diffsr predict experiment=quickstart paths.output_dir=$(DEMO_DIR) ckpt_path=last $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup

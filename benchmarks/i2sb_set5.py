@@ -6,7 +6,7 @@ against the bicubic x1 the bridge starts from.
 1. Trains `experiment=i2sb_quickstart` (64 px crops of the bundled photographs) through the CLI for
    `--minutes` of wall-clock time on `--threads` CPU threads (skipped when --run holds a trained run).
 2. Super-resolves the LR images of DIR/Set5/SelfExSR/image_SRF_4 (DIR: $LIT_DIFFSR_SR_DATA or
-   /work/shared/data/sr). The net was trained on 64 px crops, so each image is processed as 64 px HR tiles
+   <paths.data_dir>/sr). The net was trained on 64 px crops, so each image is processed as 64 px HR tiles
    (the last row / column of tiles aligned to the border) and stitched; x1 = bicubic upsampling of the LR.
 3. Prints a Markdown table and writes it to benchmarks/results/i2sb_set5.md (or --out).
 """
@@ -26,8 +26,10 @@ from PIL import Image
 
 from lit_diffsr.methods.i2sb import I2SB
 from lit_diffsr.metrics.image import psnr, ssim
+from lit_diffsr.runtime import configured_data_dir
 
-DEFAULT_ROOT = "/work/shared/data/sr"
+# The SelfExSR release of the SR test sets (MATLAB-bicubic LR): <paths.data_dir>/sr/<Set>/SelfExSR/.
+DEFAULT_ROOT = configured_data_dir() / "sr"
 REPO = Path(__file__).resolve().parents[1]
 SCALE, TILE = 4, 64
 

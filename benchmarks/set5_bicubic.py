@@ -3,8 +3,9 @@
 
     python benchmarks/set5_bicubic.py [--root DIR] [--scale 4]
 
-DIR (default $LIT_DIFFSR_SR_DATA or /work/shared/data/sr) holds Set5/SelfExSR/image_SRF_<scale>/ with
-img_00k_SRF_<scale>_{HR,LR}.png (HR cropped to a multiple of the scale, LR its MATLAB-bicubic reduction).
+DIR (default $LIT_DIFFSR_SR_DATA, else <paths.data_dir>/sr: $LIT_DIFFSR_DATA/sr or ./datasets/sr) holds
+Set5/SelfExSR/image_SRF_<scale>/ with img_00k_SRF_<scale>_{HR,LR}.png (HR cropped to a multiple of the
+scale, LR its MATLAB-bicubic reduction).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 from PIL import Image
 
 from lit_diffsr.metrics.image import psnr, ssim
+from lit_diffsr.runtime import configured_data_dir
 
-DEFAULT_ROOT = "/work/shared/data/sr"
+# The SelfExSR release of the SR test sets (MATLAB-bicubic LR): <paths.data_dir>/sr/<Set>/SelfExSR/.
+DEFAULT_ROOT = configured_data_dir() / "sr"
 PUBLISHED_PSNR = {2: 33.66, 3: 30.39, 4: 28.42}  # Set5 bicubic, Y channel
 PUBLISHED_SSIM = {2: 0.9299, 3: 0.8682, 4: 0.8104}
 
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> float:
     lr_files = sorted(folder.glob("*_LR.png"))
     if not lr_files:
         sys.exit(
-            f"no *_LR.png in {folder}; pass --root or set LIT_DIFFSR_SR_DATA to the folder holding Set5/"
+            f"no *_LR.png in {folder}; pass --root, or set LIT_DIFFSR_SR_DATA to the folder holding Set5/ "
+            "(or LIT_DIFFSR_DATA to the one holding sr/)"
         )
     psnrs, ssims = [], []
     for lr_file in lr_files:

@@ -6,7 +6,7 @@ Trains `lit_diffsr.methods.super_resolution.SR3` (tiny UNet, 64x64 HR crops of t
 scikit-learn photographs, LR by anti-aliased bicubic x4) for `--cpu-minutes` of this process's CPU time
 (a budget that does not depend on other load) on `--threads` threads, with EMA weights, then super-resolves
 the LR images of Set5 and Set14 (DIR/<set>/SelfExSR/image_SRF_4/*_LR.png, DIR = $LIT_DIFFSR_SR_DATA or
-/work/shared/data/sr) and reports Y-channel PSNR / SSIM (4 pixels shaved) against PIL bicubic upsampling.
+<paths.data_dir>/sr) and reports Y-channel PSNR / SSIM (4 pixels shaved) against PIL bicubic upsampling.
 `--crop N` scores the centre N x N HR region (LR N/4, bicubic cropped from the whole-image upsampling) to
 keep CPU sampling short; `--crop 0` scores whole images (comparable with published numbers). Writes
 benchmarks/results/sr3_set5.md and a sample image benchmarks/results/sr3_set5.png
@@ -31,8 +31,10 @@ from lit_diffsr.callbacks.ema import _ForeachEMAModel
 from lit_diffsr.data.datamodule import ImageDataModule
 from lit_diffsr.methods.super_resolution import SR3
 from lit_diffsr.metrics.image import psnr, ssim
+from lit_diffsr.runtime import configured_data_dir
 
-DEFAULT_ROOT = "/work/shared/data/sr"
+# The SelfExSR release of the SR test sets (MATLAB-bicubic LR): <paths.data_dir>/sr/<Set>/SelfExSR/.
+DEFAULT_ROOT = configured_data_dir() / "sr"
 RESULTS = Path(__file__).parent / "results"
 SCALE = 4
 NET = {

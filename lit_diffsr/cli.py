@@ -42,6 +42,10 @@ OTHER_COMMANDS = {
         "render / submit Slurm jobs and sweeps: slurm <submit|sweep> [--dry-run] ...",
         "lit_diffsr.slurm:main",
     ),
+    "plot": (
+        "loss and metric curves of runs or sweeps into a PNG, and a table: plot RUN_DIR... [out=FILE.png]",
+        "lit_diffsr.plot:main",
+    ),
 }
 CONF_DIR = Path(__file__).parent / "conf"
 

@@ -31,27 +31,45 @@ from lit_diffsr.run_dir import (
     remove_orphan_temporaries,
     resolve_ckpt_path,
 )
+from lit_diffsr.runtime import command_directory, set_num_threads, silence_lightning_noise, write_record
+from lit_diffsr.runtime import register_resolvers as register_runtime_resolvers
 from lit_diffsr.safe_load import first_line, load_tensors
 from lit_diffsr.slurm.job import register_resolvers
 
 log = logging.getLogger("lit_diffsr")
 register_resolvers()  # ${lit_diffsr.slurm_run_name:...} and ${lit_diffsr.wandb_run_id:...} in conf/
+register_runtime_resolvers()  # ${lit_diffsr.hydra_record_subdir:...} and ${lit_diffsr.sweep_job_dirname:...}
 
 # Callbacks that only make sense while training (EMA swaps weights; a non-fit run loads EMA weights already).
 FIT_ONLY_CALLBACKS = {"ema", "lr_monitor", "checkpoint", "requeue", "history", "divergence", "spike"}
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, command_dir: Path | None = None) -> list[L.Callback]:
+    """The configured callbacks; validate / test / predict write their images into `command_dir`."""
     callbacks = []
     for key, spec in (cfg.get("callbacks") or {}).items():
         if spec is None or (cfg.command != "fit" and key in FIT_ONLY_CALLBACKS):
             continue
-        callbacks.append(build(f"callbacks.{key}", spec))
+        if key == "lr_monitor" and not cfg.get("logger"):
+            continue  # Lightning's monitor stops a run that has no logger (logger=none)
+        into_command_dir = {"dirpath": str(command_dir)} if key == "sample_grid" and command_dir else {}
+        callbacks.append(build(f"callbacks.{key}", spec, **into_command_dir))
     if cfg.command == "predict":
         from lit_diffsr.callbacks import SampleWriter
 
-        callbacks.append(SampleWriter(str(Path(cfg.paths.output_dir) / "samples" / "predict")))
+        callbacks.append(SampleWriter(str(command_dir)))
     return callbacks
+
+
+def build_loggers(cfg: DictConfig, command_dir: Path | None = None) -> list:
+    """The configured loggers; the CSV log (metrics.csv, hparams.yaml) of validate / test / predict goes
+    into `command_dir`, so the fit's stays as it was."""
+    loggers = []
+    for spec in (cfg.get("logger") or {}).values():
+        if spec is not None:
+            is_csv = command_dir is not None and str(spec.get("_target_", "")).endswith("CSVLogger")
+            loggers.append(build("logger", spec, **({"save_dir": str(command_dir)} if is_csv else {})))
+    return loggers
 
 
 def build(section: str, spec: Any, **kwargs: Any) -> Any:
@@ -80,8 +98,8 @@ def check_trainer_values(trainer: DictConfig) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Run `cfg.command`; returns the metrics the trainer logged (for sweeps and tests)."""
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
+    set_num_threads(cfg.num_threads)
+    silence_lightning_noise()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_run_name(cfg.name)
     output_dir = Path(cfg.paths.output_dir)
@@ -131,10 +149,15 @@ def run_command(cfg: DictConfig, output_dir: Path) -> dict:
     datamodule = build("data", cfg.data)
     model = build("model", cfg.model, _recursive_=False)
     saved_hparams = check_checkpoint_method(ckpt_path, model) if ckpt_path else {}
-    loggers = [build("logger", spec) for spec in (cfg.get("logger") or {}).values() if spec is not None]
+    # validate / test / predict keep their record, images and CSV log in samples/<command>[-N]/.
+    command_dir = command_directory(output_dir, cfg.command)
+    if command_dir is not None:
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        write_record(command_dir, cfg, overrides, ckpt_path)
+    loggers = build_loggers(cfg, command_dir)
     check_trainer_values(cfg.trainer)
     trainer: L.Trainer = build(
-        "trainer", cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False
+        "trainer", cfg.trainer, callbacks=build_callbacks(cfg, command_dir), logger=loggers or False
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -167,7 +190,7 @@ def run_command(cfg: DictConfig, output_dir: Path) -> dict:
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
     }
-    log.info("Outputs in %s", output_dir.resolve())
+    log.info("Outputs in %s", (command_dir or output_dir).resolve())
     return metrics
 
 

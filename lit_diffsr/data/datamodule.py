@@ -30,6 +30,8 @@ from lit_diffsr.errors import ConfigError
 
 log = logging.getLogger("lit_diffsr")
 
+log = logging.getLogger("lit_diffsr")
+
 DATASETS = ("folder", "paired", "demo")
 FORMATS = ("folders", "shards")
 # The shard kinds each data config reads (see lit_diffsr.data.shards), by dataset and class_folders.
@@ -331,6 +333,9 @@ class ImageDataModule(L.LightningDataModule):
                     sampler.seed, self.hparams.seed,
                 )
                 sampler.seed = self.hparams.seed
+            if sampler.consumed:  # said once, in place of Lightning's warning of an unresumable loader
+                log.info("Data resume mid-epoch, exactly: epoch %d continues after its first %d items",
+                         sampler.epoch, sampler.consumed)
         self._train_sampler = sampler
         return self._loader(dataset, self.hparams.batch_size, sampler)
 

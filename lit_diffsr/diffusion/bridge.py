@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from lit_diffsr.diffusion.on_device import DeviceTables, precise_dtype
+from lit_diffsr.diffusion.progress import report_step
 
 Step = int | torch.Tensor  # a python int, or a (B,) LongTensor of per-example steps
 
@@ -210,7 +211,8 @@ class SchrodingerBridge:
             observed = mask.bool()
         x = x1
         trajectory = [x1]
-        for nprev, n in zip(reversed(steps[:-1]), reversed(steps[1:]), strict=True):
+        pairs = list(zip(reversed(steps[:-1]), reversed(steps[1:]), strict=True))
+        for done, (nprev, n) in enumerate(pairs, start=1):
             deterministic = ot_ode or nprev == steps[0]
             x0_hat = x0_fn(x, torch.full((x.shape[0],), n, dtype=torch.long, device=x.device))
             noise = None if deterministic else _randn_like(x, generator)
@@ -221,6 +223,7 @@ class SchrodingerBridge:
                     known = x1_known + self._at("std_sb", nprev, x1) * _randn_like(x1, generator)
                 x = torch.where(observed, known, x)
             trajectory.append(x)
+            report_step(done, len(pairs))
         return (x, torch.stack(trajectory)) if return_trajectory else x
 
 

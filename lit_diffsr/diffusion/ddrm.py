@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lit_diffsr.diffusion.ddrm_operators import SVDOperator
+from lit_diffsr.diffusion.progress import report_step
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -106,7 +107,7 @@ def ddrm_sample(
     x_t = vp_scale(steps[0]) * operator.V(x_bar).reshape(image_shape)
     states = [x_t]
 
-    for step, next_step in zip(steps, [*steps[1:], -1], strict=True):
+    for done, (step, next_step) in enumerate(zip(steps, [*steps[1:], -1], strict=True), start=1):
         eps = eps_fn(x_t, torch.full((batch,), step, dtype=torch.long, device=y.device))
         if eps.shape != x_t.shape:
             raise ValueError(f"eps_fn must return ε of shape {tuple(x_t.shape)} (keep only the ε channels "
@@ -132,5 +133,6 @@ def ddrm_sample(
         x_bar = torch.where(noisier, observed_mean, ddim_mean) + std * noise()
         x_t = vp_scale(next_step) * operator.V(x_bar).reshape(image_shape)
         states.append(x_t)
+        report_step(done, len(steps))
 
     return (x_t, states) if return_trajectory else x_t

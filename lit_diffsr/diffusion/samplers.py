@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from lit_diffsr.diffusion.gaussian_diffusion import GaussianDiffusion, ModelFn
+from lit_diffsr.diffusion.progress import report_step
 
 StepFn = Callable[[dict[str, torch.Tensor], torch.Tensor, int], torch.Tensor]
 
@@ -54,10 +55,11 @@ def _reverse_chain(diffusion: GaussianDiffusion, model_fn: ModelFn,
 
         steps = tqdm(steps, desc="sampling")
     trajectory = [x]
-    for step in steps:
+    for done, step in enumerate(steps, start=1):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
         out = diffusion.p_mean_variance(model_fn(x, diffusion.model_timesteps(t)), x, t, clip_denoised)
         x = step_fn(out, x, step)
+        report_step(done, start - stop)
         if return_trajectory:
             trajectory.append(x)
     return (x, trajectory) if return_trajectory else x

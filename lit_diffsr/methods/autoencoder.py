@@ -75,6 +75,8 @@ class AutoencoderMethod(DiffusionMethod):
         sampler: unused (the smoke config sets `model.sampler.steps` for every experiment).
     """
 
+    grid_shows_originals = True  # SampleGrid shows the originals above their reconstructions
+
     def __init__(
         self,
         net: Any,

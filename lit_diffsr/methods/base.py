@@ -372,6 +372,7 @@ class DiffusionMethod(L.LightningModule):
         checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.checkpoint_step = int(checkpoint.get("global_step", 0))  # names the outputs of validate, test
         if self._trainer is None or self._trainer.state.fn != "fit":
             return
         # A resumed run uses the config's settings; say which differ from the checkpoint's, and apply the

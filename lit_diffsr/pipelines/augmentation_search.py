@@ -32,15 +32,18 @@ def last_value(metrics_csv: Path, metric: str) -> float | None:
 
 
 def collect(sweep_dir: str | Path, metric: str) -> dict[int, float]:
-    """{sampling level s: metric} over the jobs of a sweep (each a folder with .hydra/ and metrics.csv)."""
+    """{sampling level s: metric} over the jobs of a sweep: each `metrics.csv` below `sweep_dir` with its
+    config beside it (validate's `samples/validate/config.yaml`) or in the `.hydra/` of its folder."""
     results = {}
-    for config_path in sorted(Path(sweep_dir).glob("**/.hydra/config.yaml")):
-        run_dir = config_path.parent.parent
-        if not (run_dir / "metrics.csv").is_file():
+    for metrics_path in sorted(Path(sweep_dir).rglob("metrics.csv")):
+        folder = metrics_path.parent
+        config_path = next((path for path in (folder / "config.yaml", folder / ".hydra" / "config.yaml")
+                            if path.is_file()), None)
+        if config_path is None:
             continue
         config = yaml.safe_load(config_path.read_text())
         level = config.get("model", {}).get("augmentation", {}).get("sampling_level")
-        value = last_value(run_dir / "metrics.csv", metric)
+        value = last_value(metrics_path, metric)
         if level is not None and value is not None:
             results[int(level)] = value
     if not results:

@@ -9,7 +9,7 @@ Stages are trained methods loaded from their checkpoints (`load_method`), sample
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,11 +110,13 @@ def _seed(seed: int, batch_start: int, stage_index: int) -> int:
 
 @torch.no_grad()
 def sample_cascade(
-    stages: list[StageOptions], labels: torch.Tensor, seed: int = 0, batch_size: int = 16
+    stages: list[StageOptions], labels: torch.Tensor, seed: int = 0, batch_size: int = 16,
+    announce: Callable[[str], None] | None = None,
 ) -> list[torch.Tensor]:
     """Run the cascade for `labels`; returns every stage's output (B, C, H_k, W_k), images in [-1, 1].
 
     A stage whose successor takes a truncated hand-over outputs its z_s (noisy, as handed over, unclipped).
+    `announce("stage sr32 batch 2/3")`, when given, is told which stage and batch starts (for progress).
     """
     if not stages:
         raise ConfigError("pipeline.stages is empty: give a base model and SR stages")
@@ -132,18 +134,22 @@ def sample_cascade(
     outputs: list[list[torch.Tensor]] = [[] for _ in stages]
     for start in range(0, len(labels), batch_size):
         y = labels[start : start + batch_size]
-        for index, batch_out in enumerate(_sample_batch(stages, y, seed, start)):
+        where = f"batch {start // batch_size + 1}/{-(-len(labels) // batch_size)}"
+        for index, batch_out in enumerate(_sample_batch(stages, y, seed, start, announce, where)):
             outputs[index].append(batch_out.cpu())
     return [torch.cat(images) for images in outputs]
 
 
 def _sample_batch(
-    stages: list[StageOptions], y: torch.Tensor, seed: int, batch_start: int
+    stages: list[StageOptions], y: torch.Tensor, seed: int, batch_start: int,
+    announce: Callable[[str], None] | None = None, where: str = "",
 ) -> list[torch.Tensor]:
     results = []
     previous_output, level = None, 0
     for index, stage in enumerate(stages):
         method = stage.method
+        if announce is not None:
+            announce(f"stage {stage.name} {where}")
         following = stages[index + 1] if index + 1 < len(stages) else None
         truncated = following is not None and following.aug_level > 0 and following.handover == "truncated"
         stop_step, next_level = truncation_step(method, following) if truncated else (None, 0)

@@ -15,10 +15,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid, save_image
 
+from lit_diffsr.callbacks.progress import ReverseStepLog
+from lit_diffsr.diffusion.progress import reverse_step_listener
 from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.pipelines.cascade import build_stages, sample_cascade
+from lit_diffsr.runtime import register_resolvers, set_num_threads
 
 log = logging.getLogger("lit_diffsr")
+register_resolvers()  # ${lit_diffsr.hydra_record_subdir:...} in conf/hydra
 
 
 def cascade_labels(
@@ -46,15 +50,18 @@ def write_images(images: torch.Tensor, names: list[str], folder: Path, nrow: int
 
 def run(cfg: DictConfig) -> list[torch.Tensor]:
     """Sample the configured cascade and write its images; returns every stage's output."""
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
+    set_num_threads(cfg.num_threads)
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
     device = "cpu" if device == "auto" else device
     pipeline = cfg.pipeline
     stages = build_stages(OmegaConf.to_container(pipeline.stages, resolve=True), device=device)
     num_classes = getattr(stages[0].method, "num_classes", None)
     labels = cascade_labels(pipeline.labels, int(pipeline.num_samples), num_classes, int(cfg.seed))
-    outputs = sample_cascade(stages, labels, seed=int(cfg.seed), batch_size=int(pipeline.batch_size))
+    # A log line at most every 10 s: stage, batch and reverse step (a cascade samples for minutes).
+    progress = ReverseStepLog(every_s=10.0)
+    with reverse_step_listener(progress):
+        outputs = sample_cascade(stages, labels, seed=int(cfg.seed), batch_size=int(pipeline.batch_size),
+                                 announce=progress.begin)
     output_dir = Path(cfg.paths.output_dir)
     names = [f"sample{i:05d}_class{int(label)}" for i, label in enumerate(labels)]
     for stage, images in zip(stages, outputs, strict=True):

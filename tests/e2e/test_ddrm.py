@@ -47,15 +47,17 @@ def test_every_ddrm_experiment_restores_with_a_trained_prior(cli, tmp_path, prio
     experiments = "experiment=glob(ddrm_*,exclude=ddrm_imagenet256_*)"
     result = cli("validate", "-m", experiments, "model=ddrm", *SMALL_DDRM,
                  f"model.prior_ckpt={prior_ckpt}", f"paths.log_dir={tmp_path}")
+    # validate writes its CSV log, record and grid into <job>/samples/validate/
     runs = sorted(path.parent for path in tmp_path.rglob("metrics.csv"))
     assert len(runs) == len(names), result.stdout[-3000:]
     for run in runs:
+        assert run.name == "validate" and (run / "config.yaml").is_file()
         metrics = last_metrics(run)
         for key in ("val/psnr", "val/ssim", "val/psnr_pinv", "val/ssim_pinv"):
             assert math.isfinite(metrics[key]), (run, metrics)
-        grid = Image.open(next((run / "samples").glob("val_step*.png")))
-        # rows degraded | restored | original of one batch of 2, make_grid padding 1
-        assert grid.size == (2 * (RESOLUTION + 1) + 1, 3 * (RESOLUTION + 1) + 1)
+        grid = Image.open(next(run.glob("val_step*.png")))
+        # rows degraded | restored | original of one batch of 2, tiles enlarged 4x to 64 px, padding 2
+        assert grid.size == (2 * (4 * RESOLUTION + 2) + 2, 3 * (4 * RESOLUTION + 2) + 2)
 
 
 def test_test_and_predict_restore(cli, tmp_path, prior_ckpt):
@@ -63,7 +65,11 @@ def test_test_and_predict_restore(cli, tmp_path, prior_ckpt):
     common = ["experiment=ddrm_inpaint", *SMALL_DDRM, f"model.prior_ckpt={prior_ckpt}",
               "trainer.limit_test_batches=1", "trainer.limit_predict_batches=1"]
     cli("test", *common, f"paths.output_dir={tmp_path / 'test'}")
-    assert math.isfinite(last_metrics(tmp_path / "test")["test/psnr"])
+    tested = tmp_path / "test" / "samples" / "test"
+    assert math.isfinite(last_metrics(tested)["test/psnr"])
+    # the restored images of the tested batch, and the grid named by the prior's step
+    assert len([path for path in tested.glob("*.png") if not path.name.startswith("test_step")]) == 2
+    assert (tested / "test_step00000000.png").is_file()
     cli("predict", *common, f"paths.output_dir={tmp_path / 'predict'}")
     assert len(list((tmp_path / "predict" / "samples" / "predict").glob("*_*.png"))) == 2
 

@@ -212,7 +212,9 @@ def test_validation_logs_both_psnrs_and_writes_degraded_restored_original_rows(t
     assert 19.0 < metrics["val/psnr_pinv"] < 21.0
     assert all(torch.isfinite(torch.tensor(value)) for value in metrics.values())
     grid = Image.open(next(tmp_path.glob("val_step*.png")))
-    assert grid.size[1] == 2 * 3 * (SIZE + 1) + 1  # make_grid, padding 1: 3 rows for each of the 2 batches
+    # The 8 images of the 2 batches in one group of rows (degraded / restored / original), 8 px tiles
+    # enlarged 8x to 64 px, padding 2.
+    assert grid.size == (8 * (64 + 2) + 2, 3 * (64 + 2) + 2)
 
 
 def test_predict_returns_restorations_and_names():

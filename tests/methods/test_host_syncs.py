@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lit_diffsr.callbacks import DivergenceGuard, ForeachEMA, ProgressBar
+from lit_diffsr.callbacks.progress import LogProgress
 from lit_diffsr.methods import ClassConditionalDiffusion
 from lit_diffsr.methods.autoencoder import AutoencoderMethod
 from lit_diffsr.methods.i2sb import I2SB
@@ -109,8 +110,10 @@ METHODS = {
 }
 
 
-def host_reads_of_fit(make_method, steps: int, metrics_every_s: float, tmp_path, monkeypatch) -> dict:
-    """Host reads of a `steps`-step fit with the default callbacks that act during training."""
+def host_reads_of_fit(make_method, steps: int, metrics_every_s: float, tmp_path, monkeypatch,
+                      progress=lambda every_s: ProgressBar(metrics_every_s=every_s)) -> dict:
+    """Host reads of a `steps`-step fit with the default callbacks that act during training (the progress
+    display: `progress(metrics_every_s)`)."""
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # untrained-autoencoder and Lightning's advice
@@ -129,7 +132,7 @@ def host_reads_of_fit(make_method, steps: int, metrics_every_s: float, tmp_path,
             callbacks=[
                 DivergenceGuard(),
                 ForeachEMA(decay=0.999),
-                ProgressBar(metrics_every_s=metrics_every_s),
+                progress(metrics_every_s),
                 LearningRateMonitor(logging_interval="step"),
             ],
         )
@@ -153,6 +156,16 @@ def test_the_progress_bar_reads_once_per_interval_and_the_recorder_sees_it(tmp_p
     rarely = host_reads_of_fit(make, 5, 1e9, tmp_path, monkeypatch)
     assert sum(every_batch.values()) - sum(rarely.values()) >= 4  # one read per batch after the first
     assert any("progress.py" in where for where in every_batch)
+
+
+def test_plain_progress_lines_read_once_per_interval(tmp_path, monkeypatch):
+    make = METHODS["sr3"]
+    every_batch = host_reads_of_fit(make, 5, 0.0, tmp_path, monkeypatch, LogProgress)
+    rarely = host_reads_of_fit(make, 5, 1e9, tmp_path, monkeypatch, LogProgress)
+    assert sum(every_batch.values()) - sum(rarely.values()) >= 4  # a line, and a read, per batch
+    assert any("progress.py" in where for where in every_batch)
+    short = host_reads_of_fit(make, 2, 1e9, tmp_path, monkeypatch, LogProgress)
+    assert short == rarely  # no read per step in between
 
 
 def test_the_progress_bar_shows_the_loss_it_read(tmp_path):

@@ -9,17 +9,24 @@ from lit_diffsr.pipelines.augmentation_search import best_level, collect, main
 from lit_diffsr.pipelines.cli import cascade_labels
 
 
-def fake_job(folder, level, rows):
-    (folder / ".hydra").mkdir(parents=True)
+def fake_job(folder, level, rows, validate_record=False):
+    """A sweep job's folder: its config in .hydra/ and metrics.csv beside, or (`validate_record`) both in
+    samples/validate/ as a validate job writes them."""
+    if validate_record:
+        folder = folder / "samples" / "validate"
+        record = folder
+    else:
+        record = folder / ".hydra"
+    record.mkdir(parents=True)
     config = {"model": {"augmentation": {"sampling_level": level}}}
-    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (record / "config.yaml").write_text(yaml.safe_dump(config))
     lines = ["step,val/psnr_y,val/lpips"] + [",".join(map(str, row)) for row in rows]
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
 
 
 def test_report_reads_each_jobs_level_and_last_metric_and_picks_the_best(tmp_path, capsys):
     fake_job(tmp_path / "0", 0, [(1, 20.0, 0.5), (2, 21.0, 0.4)])
-    fake_job(tmp_path / "1", 100, [(2, 23.5, 0.3)])
+    fake_job(tmp_path / "1", 100, [(2, 23.5, 0.3)], validate_record=True)
     fake_job(tmp_path / "2", 250, [(2, 22.0, "")])
     assert collect(tmp_path, "val/psnr_y") == {0: 21.0, 100: 23.5, 250: 22.0}
     assert collect(tmp_path, "val/lpips") == {0: 0.4, 100: 0.3}

@@ -79,15 +79,10 @@ def describe_changes(saved: Mapping, current: Mapping) -> list[str]:
     ]
 
 
-# Optimiser settings that a checkpoint restores over the config (the optimiser's param groups and the LR
-# schedule's base rates): on resume they are set to the config's values, so a changed setting is applied.
-RESTORED_OPTIMISER_SETTINGS = ("lr", "betas", "weight_decay")
-
-
 def apply_optimiser_settings(checkpoint: dict, saved: Mapping, current: Mapping) -> None:
     """Write `current`'s lr, betas and weight decay into the checkpoint's optimiser and LR-schedule states
-    before Lightning restores them. The LR keeps its schedule position: every group's rate and every base
-    rate are scaled by new lr / old lr; groups without weight decay keep none."""
+    before Lightning restores them over the config's values. The LR keeps its schedule position: every
+    group's rate and every base rate are scaled by new lr / old lr; groups without weight decay keep none."""
     ratio = float(current["lr"]) / float(saved.get("lr", current["lr"]))
     for state in checkpoint.get("optimizer_states", []):
         for group in state.get("param_groups", []):

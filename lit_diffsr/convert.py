@@ -23,7 +23,7 @@ import lightning
 import torch
 from hydra.errors import InstantiationException
 
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.methods import I2SB, CascadeStage, ClassConditionalDiffusion, DiffusionMethod
 from lit_diffsr.nets import UNet, adm_import, diffusers_unet
 from lit_diffsr.nets.adm_import import PRESETS
@@ -221,10 +221,7 @@ def export_diffusers(path: str | Path, out: str | Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
+    with exit_on_user_error():
         out = run(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"wrote {out}")
     return out

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lit_diffsr.data.io import ImageReadError, find_images, load_image
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.data.io import find_images, load_image
+from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.metrics.fid import (
     FEATURE_DIM,
     STABLE_FID_IMAGES,
@@ -463,12 +463,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     unpaired: `evaluate pred_dir=DIR (ref_dir=DIR paired=false | ref_stats=FILE.npz) [metrics=fid,kid]
     [save_stats=FILE.npz] [out_dir=DIR] [fid_weights=FILE] [kid_subset_size=1000] [kid_subsets=100]`;
     `evaluate pred_dir=DIR save_stats=FILE.npz` writes the folder's statistics only."""
-    try:
+    with exit_on_user_error():  # ConfigError, ImageReadError: one line, exit 2
         paired, options = _parse(sys.argv[1:] if argv is None else argv)
         result = evaluate_folders(**options) if paired else evaluate_unpaired(**options)
-    except (ConfigError, ImageReadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     if result["skipped"]:
         skips = "; ".join(f"{metric}: {why}" for metric, why in result["skipped"].items())
         print(f"evaluate: skipped {skips}", file=sys.stderr)

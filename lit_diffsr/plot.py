@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.errors import ConfigError, exit_on_user_error
 
 # Curves drawn by default: the training loss and every validation metric a run logged.
 DEFAULT_PREFIXES = ("train/loss", "val/")
@@ -153,14 +153,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = dict(arg.split("=", 1) for arg in args if "=" in arg)
     directories = [arg for arg in args if "=" not in arg]
     unknown = set(options) - {"out", "metrics"}
-    try:
+    with exit_on_user_error():
         if unknown or not directories:
             problem = f"unknown option(s) {', '.join(sorted(unknown))}" if unknown else "no run directory"
             raise ConfigError(f"plot: {problem}; usage: plot RUN_DIR... [out=FILE.png] [metrics=NAME,NAME]")
         metrics = [name for name in options.get("metrics", "").split(",") if name] or None
         path, table = plot_runs(directories, options.get("out"), metrics)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(table)
     print(f"\nCurves: {path.resolve()}")

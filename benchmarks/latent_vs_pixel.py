@@ -19,10 +19,10 @@ import warnings
 import torch
 
 from benchmarks.common import interleaved, load_average, markdown_table, median, spread, write_results
-from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.methods.ldm_sr import LatentDiffusionSR
 from lit_diffsr.methods.sampling import DiffusionSetup
 from lit_diffsr.nets import UNet
+from lit_diffsr.ops.resize import upsample_bicubic
 
 UNET = {
     "model_channels": 32,

@@ -1,8 +1,10 @@
-"""`python -m lit_diffsr <command> [experiment=NAME] [hydra overrides]`.
+"""`python -m lit_diffsr <command> [experiment=NAME] [hydra overrides]`: one dispatch for every command.
 
 Trainer commands (fit, validate, test, predict) compose the Hydra config in `lit_diffsr/conf` (experiments
 come from the top-level `experiments/` folder, linked as the `experiment` group) and run one Lightning job;
-`-m` sweeps, `--cfg job` prints the composed config, `--help` after a command shows Hydra's help.
+`-m` sweeps, `--cfg job` prints the composed config, `--help` after a command shows Hydra's help. `sample`
+goes through Hydra the same way; the other commands read their arguments with `lit_diffsr.arguments`. A user
+error ends every command the same way: one `error:` line and exit status 2 (`errors.exit_on_user_error`).
 """
 
 from __future__ import annotations
@@ -10,39 +12,48 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from lit_diffsr.errors import exit_on_user_error
 
-TRAINER_COMMANDS = {
-    "fit": "train (or resume with ckpt_path=PATH|last)",
-    "validate": "run the validation loop on a checkpoint (ckpt_path=...)",
-    "test": "evaluate a trained model on the test split (ckpt_path=...)",
-    "predict": "generate images with a checkpoint; writes PNGs and a grid under samples/",
-}
-# Other commands: name -> (help, "module:function" taking the remaining arguments).
-OTHER_COMMANDS = {
-    "sample": (
-        "sample through a cascade of trained models: sample pipeline=NAME [overrides]",
-        "lit_diffsr.pipelines.cli:main",
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    target: str  # "module:function"; the function takes the arguments after the command's name
+    hydra: bool = False  # the target is a @hydra.main entry: it reads Hydra overrides from sys.argv
+
+
+TRAIN = "lit_diffsr.train:hydra_entry"
+COMMANDS = {
+    "fit": Command("train (or resume with ckpt_path=PATH|last)", TRAIN, hydra=True),
+    "validate": Command("run the validation loop on a checkpoint (ckpt_path=...)", TRAIN, hydra=True),
+    "test": Command("evaluate a trained model on the test split (ckpt_path=...)", TRAIN, hydra=True),
+    "predict": Command(
+        "generate images with a checkpoint; writes PNGs and a grid under samples/", TRAIN, hydra=True
     ),
-    "evaluate": (
+    "sample": Command(
+        "sample through a cascade of trained models: sample pipeline=NAME [overrides]",
+        "lit_diffsr.pipelines.cli:hydra_entry",
+        hydra=True,
+    ),
+    "evaluate": Command(
         "score folders of images: evaluate pred_dir=... ref_dir=... [lr_dir=... scale=4]",
         "lit_diffsr.evaluate:main",
     ),
-    "weights": (
-        "metric weights for air-gapped nodes: weights fetch [cache_dir=...]",
-        "lit_diffsr.metrics.weights:main",
+    "weights": Command(
+        "metric weights for air-gapped nodes: weights fetch [cache_dir=...]", "lit_diffsr.metrics.fetch:main"
     ),
-    "convert": (
+    "convert": Command(
         "published weights -> lit_diffsr: convert <adm|i2sb|diffusers|to-diffusers> IN OUT (--help: presets)",
         "lit_diffsr.convert:main",
     ),
-    "slurm": (
-        "render / submit Slurm jobs and sweeps: slurm <submit|sweep> [--dry-run] ...",
-        "lit_diffsr.slurm:main",
+    "slurm": Command(
+        "render / submit Slurm jobs and sweeps: slurm <submit|sweep> [--dry-run] ...", "lit_diffsr.slurm:main"
     ),
-    "plot": (
+    "plot": Command(
         "loss and metric curves of runs or sweeps into a PNG, and a table: plot RUN_DIR... [out=FILE.png]",
         "lit_diffsr.plot:main",
     ),
@@ -58,10 +69,8 @@ def available_experiments() -> list[str]:
 def usage() -> str:
     lines = ["usage: python -m lit_diffsr <command> [experiment=NAME] [key=value ...] [-m] [--cfg job]", ""]
     lines.append("commands:")
-    for name, text in TRAINER_COMMANDS.items():
-        lines.append(f"  {name:<10} {text}")
-    for name, (text, _) in OTHER_COMMANDS.items():
-        lines.append(f"  {name:<10} {text}")
+    for name, command in COMMANDS.items():
+        lines.append(f"  {name:<10} {command.help}")
     lines += ["", "experiments (experiment=NAME):"]
     lines += [f"  {name}" for name in available_experiments()]
     lines += [
@@ -114,23 +123,19 @@ def hydra_arguments(args: list[str], extra_override: str) -> list[str]:
     return [*flags, *overrides, extra_override]
 
 
-def check_before_hydra_writes(command: str, overrides: list[str]) -> None:
-    """Checks that must run before Hydra creates the run directory and writes its .hydra/: a `name=` that
-    would put the run outside paths.log_dir, and `fit paths.output_dir=DIR` (no resume) into a DIR that
-    holds a run, whose composed config Hydra would replace. Sweeps, names set in experiment files and
-    interpolated paths are left to the same checks in `train.run` (after Hydra's write)."""
-    from lit_diffsr.run_dir import check_run_name, refuse_to_mix_runs, resolve_ckpt_path
+def run_hydra(entry: Callable[[], None], command: str, args: list[str]) -> None:
+    """Run a Hydra command: Hydra parses sys.argv, so hand it the overrides plus the command as a config
+    value. Hydra exits 1 after printing its own composition errors (a typo, an unknown experiment): exit 2
+    then, as for every user error; a job that started reports its own errors (`runtime.hydra_job`)."""
+    from lit_diffsr import runtime
 
-    values = dict(token.split("=", 1) for token in overrides if "=" in token and not token.startswith("-"))
-    if {"-m", "--multirun"} & set(overrides):
-        return
-    if "name" in values:
-        check_run_name(values["name"])
-    directory = values.get("paths.output_dir")
-    if command != "fit" or not directory or "${" in directory:
-        return
-    if resolve_ckpt_path(values.get("ckpt_path"), Path(directory), "fit") is None:
-        refuse_to_mix_runs(Path(directory))
+    sys.argv = [f"lit_diffsr {command}", *hydra_arguments(args, f"command={command}")]
+    try:
+        entry()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not runtime.hydra_job_started():
+            raise SystemExit(2) from None
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,25 +146,15 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
-    command, rest = argv[0], argv[1:]
-    if command in TRAINER_COMMANDS:
-        from lit_diffsr import train
-
-        with exit_on_user_error():
-            check_before_hydra_writes(command, rest)
-        # Hydra parses sys.argv: hand it the overrides plus the command as a config value.
-        sys.argv = [f"lit_diffsr {command}", *hydra_arguments(rest, f"command={command}")]
-        try:
-            train.hydra_entry()
-        except SystemExit as exit_:
-            # Hydra exits 1 after printing its own composition errors (a typo, an unknown experiment).
-            if exit_.code == 1 and not train.JOB_STARTED:
-                raise SystemExit(2) from None
-            raise
-    elif command in OTHER_COMMANDS:
-        module_name, function_name = OTHER_COMMANDS[command][1].split(":")
-        with exit_on_user_error():
-            getattr(importlib.import_module(module_name), function_name)(rest)
-    else:
-        print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
+    command = COMMANDS[name]
+    module_name, function_name = command.target.split(":")
+    entry = getattr(importlib.import_module(module_name), function_name)
+    if command.hydra:
+        run_hydra(entry, name, rest)
+    else:
+        with exit_on_user_error():
+            entry(rest)

@@ -23,6 +23,7 @@ import lightning
 import torch
 from hydra.errors import InstantiationException
 
+from lit_diffsr.arguments import ArgumentParser
 from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.methods import I2SB, CascadeStage, ClassConditionalDiffusion, DiffusionMethod
 from lit_diffsr.nets import UNet, adm_import, diffusers_unet
@@ -160,7 +161,7 @@ def _parse_flags(pairs: Sequence[str]) -> dict[str, str]:
 def _parser() -> argparse.ArgumentParser:
     presets = "\n".join(f"  {name:<34} {preset.source}-diffusion {preset.file}"
                         for name, preset in PRESETS.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m lit_diffsr convert",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert published weights to lit_diffsr checkpoints (or a UNet to diffusers).",
@@ -220,8 +221,7 @@ def export_diffusers(path: str | Path, out: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     with exit_on_user_error():
-        out = run(args)
+        out = run(_parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
     print(f"wrote {out}")
     return out

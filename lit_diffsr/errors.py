@@ -14,6 +14,10 @@ class UserError(Exception):
     """Base of every error caused by an input the user controls (a config value, a file, a folder). It adds
     no state, so subclasses may also derive from a built-in (OSError, ValueError) that callers catch."""
 
+    # True for a heading followed by one line per item (e.g. each weight file that could not be fetched):
+    # printed as written instead of joined into one line.
+    listing = False
+
 
 class ConfigError(UserError, ValueError):
     """A config value, file or folder is wrong; the message names the key or path and says how to fix it."""
@@ -72,5 +76,6 @@ def exit_on_user_error() -> Iterator[None]:
             raise
         if debugging():
             traceback.print_exc()
-        print(f"error: {one_line(user_error)}", file=sys.stderr)
+        message = str(user_error).strip() if user_error.listing else one_line(user_error)
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None

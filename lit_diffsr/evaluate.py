@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lit_diffsr.arguments import boolean, key_values
 from lit_diffsr.data.io import find_images, load_image
 from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.metrics.fid import (
@@ -411,31 +412,23 @@ def markdown_report(result: dict, columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _PAIRED_KEYS = {"pred_dir", "ref_dir", "lr_dir", "scale", "y_channel", "metrics", "out_dir", "lpips_net"}
 _PAIRED_KEYS |= {"lpips_weights", "fid_weights"}
 _UNPAIRED_KEYS = {"pred_dir", "ref_dir", "ref_stats", "metrics", "out_dir", "fid_weights", "save_stats"}
 _UNPAIRED_KEYS |= {"kid_subset_size", "kid_subsets"}
-
-
-def _flag(options: dict, key: str) -> None:
-    if key in options:
-        if options[key].lower() not in _FLAGS:
-            raise ConfigError(f"evaluate: {key} must be true or false, got {options[key]!r}")
-        options[key] = _FLAGS[options[key].lower()]
+USAGE = (
+    "pred_dir=DIR ref_dir=DIR [lr_dir=DIR] [scale=4] [y_channel=true] [metrics=psnr,ssim,lpips,fid] "
+    "[out_dir=DIR] [lpips_net=alex] [lpips_weights=FILE] [fid_weights=FILE] | unpaired: pred_dir=DIR "
+    "(ref_dir=DIR paired=false | ref_stats=FILE.npz) [metrics=fid,kid] [save_stats=FILE.npz] [out_dir=DIR] "
+    "[fid_weights=FILE] [kid_subset_size=1000] [kid_subsets=100]"
+)
 
 
 def _parse(argv: Sequence[str]) -> tuple[bool, dict]:
     """key=value arguments -> (paired, keyword arguments of evaluate_folders or evaluate_unpaired)."""
-    allowed = _PAIRED_KEYS | _UNPAIRED_KEYS | {"paired"}
-    options: dict = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in allowed:
-            raise ConfigError(f"evaluate: unexpected argument {arg!r}; use key=value, keys {sorted(allowed)}")
-        options[key] = value
-    _flag(options, "paired")
-    _flag(options, "y_channel")
+    options: dict = key_values("evaluate", argv, _PAIRED_KEYS | _UNPAIRED_KEYS | {"paired"}, USAGE)[0]
+    for key in {"paired", "y_channel"} & set(options):
+        options[key] = boolean("evaluate", key, options[key])
     paired = options.pop("paired", True) and not {"ref_stats", "save_stats"} & set(options)
     keys = _PAIRED_KEYS if paired else _UNPAIRED_KEYS
     misplaced = sorted(set(options) - keys)
@@ -458,10 +451,7 @@ def _parse(argv: Sequence[str]) -> tuple[bool, dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Command line: `evaluate pred_dir=DIR ref_dir=DIR [lr_dir=DIR] [scale=4] [y_channel=true]
-    [metrics=psnr,ssim,lpips,fid] [out_dir=DIR] [lpips_net=alex] [lpips_weights=FILE] [fid_weights=FILE]`;
-    unpaired: `evaluate pred_dir=DIR (ref_dir=DIR paired=false | ref_stats=FILE.npz) [metrics=fid,kid]
-    [save_stats=FILE.npz] [out_dir=DIR] [fid_weights=FILE] [kid_subset_size=1000] [kid_subsets=100]`;
+    """Command line: `evaluate USAGE` (paired by file stem, or unpaired FID/KID);
     `evaluate pred_dir=DIR save_stats=FILE.npz` writes the folder's statistics only."""
     with exit_on_user_error():  # ConfigError, ImageReadError: one line, exit 2
         paired, options = _parse(sys.argv[1:] if argv is None else argv)

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lit_diffsr.arguments import key_values
 from lit_diffsr.errors import ConfigError, exit_on_user_error
 
 # Curves drawn by default: the training loss and every validation metric a run logged.
@@ -147,16 +148,16 @@ def plot_runs(directories: Sequence[str | Path], out: str | Path | None = None,
     return path, table
 
 
+USAGE = "RUN_DIR... [out=FILE.png] [metrics=NAME,NAME]"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: `plot RUN_DIR... [out=FILE.png] [metrics=NAME,NAME]`."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    options = dict(arg.split("=", 1) for arg in args if "=" in arg)
-    directories = [arg for arg in args if "=" not in arg]
-    unknown = set(options) - {"out", "metrics"}
     with exit_on_user_error():
-        if unknown or not directories:
-            problem = f"unknown option(s) {', '.join(sorted(unknown))}" if unknown else "no run directory"
-            raise ConfigError(f"plot: {problem}; usage: plot RUN_DIR... [out=FILE.png] [metrics=NAME,NAME]")
+        args = list(sys.argv[1:] if argv is None else argv)
+        options, directories = key_values("plot", args, {"out", "metrics"}, USAGE, plain=True)
+        if not directories:
+            raise ConfigError(f"plot: no run directory; usage: plot {USAGE}")
         metrics = [name for name in options.get("metrics", "").split(",") if name] or None
         path, table = plot_runs(directories, options.get("out"), metrics)
     print(table)

@@ -1,6 +1,9 @@
 """The run directory's rules, in one place: which checkpoint a command starts from, who may write into the
 directory, and what a run leaves behind that the next one cleans.
 
+`settle_run` applies the rules to one job, once: for a single run from the Hydra callback
+`RunDirectoryPolicy`, before Hydra creates the directory or writes its record (.hydra/) there; for each job
+of a sweep (whose directory exists only once the job starts) from `train.run`. The pieces:
 - `resolve_ckpt_path`: `last`, `auto`, a path, or null (and a Slurm job's automatic resume);
 - `refuse_to_mix_runs`: a fresh fit never writes into another run's directory;
 - `RunLock`: one fit at a time per directory (an OS file lock, released when the process dies, so a
@@ -17,14 +20,19 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, read_write
 
 from lit_diffsr.callbacks.checkpointing import hpc_checkpoints
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.slurm.job import slurm_job_id
 
 log = logging.getLogger("lit_diffsr")
 
 LOCK_FILE = ".lit_diffsr.lock"
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def newest_checkpoint(output_dir: Path) -> Path | None:
@@ -56,8 +64,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, command: str = "f
 
 def refuse_to_mix_runs(output_dir: Path) -> None:
     """A fresh fit into a directory that holds another run's checkpoints would interleave the two runs'
-    checkpoints and metrics: stop before the run writes anything (the CLI checks a named directory before
-    Hydra writes its .hydra/ too, see `cli.refuse_to_mix_named_run`)."""
+    checkpoints and metrics: stop before the run writes anything."""
     found = sorted(output_dir.glob("checkpoints/*.ckpt")) + hpc_checkpoints(output_dir)
     if found:
         raise ConfigError(
@@ -73,6 +80,38 @@ def check_run_name(name: str) -> None:
             f"name={name!r} must be a plain folder name (no '/' or '..'): it names the run's folder under "
             "paths.log_dir; to write elsewhere, set paths.output_dir=DIR"
         )
+
+
+def settle_run(command: str, name: str, output_dir: Path, ckpt_path: str | None) -> str | None:
+    """The rules for one job of `command`: `name` keeps the run under paths.log_dir, the checkpoint it
+    starts from (`resolve_ckpt_path`), and a fresh fit never joins another run (`refuse_to_mix_runs`).
+    Returns the checkpoint (an existing file) or None."""
+    check_run_name(name)
+    resolved = resolve_ckpt_path(ckpt_path, Path(output_dir), command)
+    if command == "fit" and resolved is None:
+        refuse_to_mix_runs(Path(output_dir))
+    return resolved
+
+
+class RunDirectoryPolicy(Callback):
+    """Settles a trainer command (fit, validate, test, predict) before Hydra creates its run directory and
+    writes its record there, from the composed config (experiment files and interpolations included): a
+    refused run leaves the directory as it was. The checkpoint it settles on replaces `ckpt_path`, so the
+    job and its records name the file actually loaded. A sweep's name is checked before its directory is
+    made; each sweep job is settled by the job itself (`train.run`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("command") not in TRAINER_COMMANDS:
+            return
+        with exit_on_user_error(), read_write(config):
+            config.ckpt_path = settle_run(
+                config.command, config.name, Path(config.paths.output_dir), config.ckpt_path
+            )
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("command") in TRAINER_COMMANDS:
+            with exit_on_user_error():
+                check_run_name(config.name)
 
 
 class RunLock:

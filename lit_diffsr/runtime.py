@@ -6,14 +6,16 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.errors import ConfigError, exit_on_user_error
 
 # Commands that own their directory keep Hydra's record there (.hydra/config.yaml, overrides.yaml).
 OWNS_ITS_DIRECTORY = {"fit", "sample"}
@@ -28,7 +30,7 @@ LIGHTNING_NOISE = (
     "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is",
     # Lightning's own use of a torch API that torch deprecated; nothing a user can change.
     "`isinstance(treespec, LeafSpec)` is deprecated",
-    # Every resume (a fresh fit into a directory with checkpoints is refused: train.refuse_to_mix_runs).
+    # Every resume (a fresh fit into a directory with checkpoints is refused: run_dir.refuse_to_mix_runs).
     "Checkpoint directory ",
 )
 # Lightning's info lines advertising its cloud products, and the one saying it uses our model summary.
@@ -96,6 +98,24 @@ def sweep_job_dirname(number, overrides: str, max_length: int = 100) -> str:
     number alone keeps it unique."""
     name = f"{number}_{overrides}" if overrides else str(number)
     return name.replace("/", "_").replace("\\", "_")[:max_length]
+
+
+# Set once Hydra has composed a command's config and calls its job: an exit before that is Hydra's own report
+# of a composition error (a typo in an override, an unknown experiment), see `cli.run_hydra`.
+_hydra_job_started = False
+
+
+def hydra_job_started() -> bool:
+    return _hydra_job_started
+
+
+def hydra_job(job: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """The body of a command's Hydra entry: `job(cfg)`, where a user error ends the command with one line and
+    exit status 2 (`errors.exit_on_user_error`)."""
+    global _hydra_job_started
+    _hydra_job_started = True
+    with exit_on_user_error():
+        return job(cfg)
 
 
 def register_resolvers() -> None:

@@ -1,5 +1,8 @@
 """The one job behind fit / validate / test / predict: instantiate data, model, callbacks, loggers, trainer
-from the composed config and run the command. Kept thin: everything it builds is declared in conf/."""
+from the composed config and run the command. Beyond what conf/ declares it adds only what depends on the
+command: the fit-only callbacks are left out of the others, predict gets a `SampleWriter`, and validate /
+test / predict write their images, CSV log and record into `samples/<command>[-N]/`. Which checkpoint a run
+starts from and whether it may write into its directory is `run_dir`'s decision (`settle_run`)."""
 
 from __future__ import annotations
 
@@ -22,16 +25,16 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lit_diffsr.errors import ConfigError, DivergenceError, exit_on_user_error, find_user_error
+from lit_diffsr.errors import ConfigError, DivergenceError, find_user_error
 from lit_diffsr.methods.base import class_path, describe_changes
-from lit_diffsr.run_dir import (
-    RunLock,
-    check_run_name,
-    refuse_to_mix_runs,
-    remove_orphan_temporaries,
-    resolve_ckpt_path,
+from lit_diffsr.run_dir import RunLock, remove_orphan_temporaries, settle_run
+from lit_diffsr.runtime import (
+    command_directory,
+    hydra_job,
+    set_num_threads,
+    silence_lightning_noise,
+    write_record,
 )
-from lit_diffsr.runtime import command_directory, set_num_threads, silence_lightning_noise, write_record
 from lit_diffsr.runtime import register_resolvers as register_runtime_resolvers
 from lit_diffsr.safe_load import first_line, load_tensors
 from lit_diffsr.slurm.job import register_resolvers
@@ -101,13 +104,16 @@ def run(cfg: DictConfig) -> dict:
     set_num_threads(cfg.num_threads)
     silence_lightning_noise()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    check_run_name(cfg.name)
     output_dir = Path(cfg.paths.output_dir)
     with contextlib.ExitStack() as held:
         # One fit per run directory; under DDP the rank-0 process holds the lock for all ranks.
         if cfg.command == "fit" and rank_zero_only.rank == 0:
             held.enter_context(RunLock(output_dir))
             remove_orphan_temporaries(output_dir)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            # A sweep job's directory exists only now; a single run was settled before Hydra wrote anything
+            # (run_dir.RunDirectoryPolicy).
+            cfg.ckpt_path = settle_run(cfg.command, cfg.name, output_dir, cfg.ckpt_path)
         return run_command(cfg, output_dir)
 
 
@@ -142,10 +148,7 @@ def weights_that_fit(ckpt_path: str | None, saved_hparams: dict, model: L.Lightn
 
 
 def run_command(cfg: DictConfig, output_dir: Path) -> dict:
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, cfg.command)
-    if cfg.command == "fit" and ckpt_path is None:
-        refuse_to_mix_runs(output_dir)
-
+    ckpt_path = cfg.ckpt_path  # settled by run_dir.settle_run: an existing file or None
     datamodule = build("data", cfg.data)
     model = build("model", cfg.model, _recursive_=False)
     saved_hparams = check_checkpoint_method(ckpt_path, model) if ckpt_path else {}
@@ -194,17 +197,9 @@ def run_command(cfg: DictConfig, output_dir: Path) -> dict:
     return metrics
 
 
-# Set once Hydra has composed the config and calls the job: errors before that are Hydra's own (a typo in
-# an override, an unknown experiment), which the CLI reports with exit code 2 like every user error.
-JOB_STARTED = False
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
-    global JOB_STARTED
-    JOB_STARTED = True
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         # Each job of a sweep writes into its own sweep sub-directory.
         cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
-    with exit_on_user_error():
-        run(cfg)
+    hydra_job(run, cfg)

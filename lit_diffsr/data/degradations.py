@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from lit_diffsr.errors import ConfigError
@@ -87,14 +85,6 @@ def downsample(image: np.ndarray, scale: int, method: str = "bicubic") -> np.nda
     horizontal = np.clip(np.einsum("ow,hwc->hoc", row_weights, image.astype(np.float64)), -1.0, 1.0)
     vertical = np.clip(np.einsum("oh,hwc->owc", column_weights, horizontal), -1.0, 1.0)
     return vertical.astype(np.float32)
-
-
-def upsample_bicubic(images: torch.Tensor, scale: int) -> torch.Tensor:
-    """Bicubic upsampling of an NCHW batch in [-1, 1] by `scale` (the usual SR conditioning
-    input, e.g. SR3's interpolated low-res image), clamped back into [-1, 1]. PyTorch's bicubic
-    kernel is Keys' cubic with a = -0.75 (as OpenCV), not the a = -0.5 of `downsample`."""
-    upsampled = F.interpolate(images, scale_factor=scale, mode="bicubic", align_corners=False)
-    return upsampled.clamp(-1.0, 1.0)
 
 
 # --------------------------------------------------------------------------- blur, noise, JPEG

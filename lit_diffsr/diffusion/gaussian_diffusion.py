@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lit_diffsr.diffusion.losses import discretized_gaussian_log_likelihood, mean_flat, normal_kl
-from lit_diffsr.diffusion.on_device import DeviceTables
+from lit_diffsr.diffusion.on_device import DeviceTables, randn_on
 
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
@@ -362,9 +362,7 @@ class GaussianDiffusion:
         vb_terms, eps_errors = [], []
         for step in range(self.num_timesteps):
             t = torch.full((x0.shape[0],), step, dtype=torch.long, device=x0.device)
-            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype,
-                                device=generator.device if generator is not None else x0.device)
-            noise = noise.to(x0.device)
+            noise = randn_on(x0.shape, x0.device, generator, x0.dtype)
             x_t = self.q_sample(x0, t, noise)
             terms = self.vb_terms_bpd(model_fn(x_t, self.model_timesteps(t)), x0, x_t, t,
                                       clip_denoised=clip_denoised)

@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from lit_diffsr.diffusion.gaussian_diffusion import ModelFn
+from lit_diffsr.diffusion.on_device import draw_device
 
 NetFn = Callable[..., torch.Tensor]
 """net_fn(x_t, model_t, y, **shared_kwargs) -> raw network output."""
@@ -18,8 +19,8 @@ def drop_labels(y: torch.Tensor, null_label: int, prob: float,
     """
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"drop_labels: prob must lie in [0, 1], got {prob}")
-    draw_device = generator.device if generator is not None else y.device
-    dropped = torch.rand(y.shape, generator=generator, device=draw_device).to(y.device) < prob
+    where = draw_device(y.device, generator)
+    dropped = torch.rand(y.shape, generator=generator, device=where).to(y.device) < prob
     return torch.where(dropped, torch.full_like(y, null_label), y)
 
 

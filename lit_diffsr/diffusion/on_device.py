@@ -8,6 +8,7 @@ cannot queue the next step meanwhile. tests/methods/test_host_syncs.py checks ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,6 +18,13 @@ def draw_device(device: torch.device | str, generator: torch.Generator | None) -
     """Where a random draw happens: on the generator's device when one is given (a seeded draw then gives
     the same numbers wherever the model runs), else on `device` itself."""
     return generator.device if generator is not None else torch.device(device)
+
+
+def randn_on(shape: Sequence[int], device: torch.device | str, generator: torch.Generator | None = None,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape` drawn where `draw_device` says, placed on `device`."""
+    where = draw_device(device, generator)
+    return torch.randn(tuple(shape), generator=generator, device=where, dtype=dtype).to(device)
 
 
 def precise_dtype(device: torch.device | str) -> torch.dtype:

@@ -16,16 +16,10 @@ import numpy as np
 import torch
 
 from lit_diffsr.diffusion.gaussian_diffusion import GaussianDiffusion, ModelFn
+from lit_diffsr.diffusion.on_device import randn_on
 from lit_diffsr.diffusion.progress import report_step
 
 StepFn = Callable[[dict[str, torch.Tensor], torch.Tensor, int], torch.Tensor]
-
-
-def _randn(shape: Sequence[int], like_device: torch.device | str, dtype: torch.dtype,
-           generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise from ``generator`` (drawn on its device), placed on ``like_device``."""
-    draw_device = generator.device if generator is not None else like_device
-    return torch.randn(tuple(shape), generator=generator, device=draw_device, dtype=dtype).to(like_device)
 
 
 def _reverse_chain(diffusion: GaussianDiffusion, model_fn: ModelFn,
@@ -47,7 +41,7 @@ def _reverse_chain(diffusion: GaussianDiffusion, model_fn: ModelFn,
         raise ValueError(f"start_step={start_step} resumes from a given x_s: pass that tensor as "
                          "shape_or_noise, not a shape")
     else:
-        x = _randn(shape_or_noise, device, torch.float32, generator)
+        x = randn_on(shape_or_noise, device, generator)
 
     steps = range(start, stop, -1)
     if progress:
@@ -92,7 +86,7 @@ def sample_ancestral(diffusion: GaussianDiffusion, model_fn: ModelFn,
     def ancestral_step(out: dict[str, torch.Tensor], x: torch.Tensor, step: int) -> torch.Tensor:
         if step == 0:
             return out["mean"]
-        noise = _randn(x.shape, x.device, x.dtype, generator)
+        noise = randn_on(x.shape, x.device, generator, x.dtype)
         return out["mean"] + torch.exp(0.5 * out["log_variance"]) * noise
 
     return _reverse_chain(diffusion, model_fn, shape_or_noise, ancestral_step, generator, clip_denoised,
@@ -123,7 +117,7 @@ def sample_ddim(diffusion: GaussianDiffusion, model_fn: ModelFn, shape_or_noise:
         x_prev = alpha_bar_prev**0.5 * out["pred_x0"] + max(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * out[
             "pred_eps"]
         if sigma > 0:
-            x_prev = x_prev + sigma * _randn(x.shape, x.device, x.dtype, generator)
+            x_prev = x_prev + sigma * randn_on(x.shape, x.device, generator, x.dtype)
         return x_prev
 
     return _reverse_chain(diffusion, model_fn, shape_or_noise, ddim_step, generator, clip_denoised,

@@ -10,7 +10,7 @@ the sample decoded back to pixels, x = D(z0 / s). The condition c is concatenate
 Sizes in `net` are in output pixels like every other experiment (`image_size: ${data.resolution}`,
 `attention_resolutions` in pixels at that size): the method divides them by the autoencoder's factor f and
 sets the UNet's channels from the latent's. Inputs larger than the training crop can be sampled tile by
-tile (`tiling`: tile size in LR pixels, overlap; see `lit_diffsr.pipelines.tiling`).
+tile (`tiling`: tile size in LR pixels, overlap; see `lit_diffsr.ops.tiling`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.autoencoder import FrozenAutoencoder, frozen_autoencoder
+from lit_diffsr.methods.autoencoder import frozen_autoencoder
 from lit_diffsr.methods.base import DiffusionMethod, as_dict, build_net
 from lit_diffsr.methods.sampling import DiffusionSetup
-from lit_diffsr.pipelines.tiling import tiled_apply
+from lit_diffsr.nets.autoencoder import FrozenAutoencoder
+from lit_diffsr.ops.resize import upsample_bicubic
+from lit_diffsr.ops.tiling import tiled_apply
 
 CONDITIONINGS = ("lr_pixels", "lr_latent")
 TILING_DEFAULTS = {"tile_size": None, "overlap": 8}

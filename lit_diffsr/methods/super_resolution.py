@@ -14,7 +14,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.diffusion import (
     ContinuousNoiseLevel,
     ModelFn,
@@ -28,6 +27,7 @@ from lit_diffsr.diffusion import (
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, as_dict
 from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.ops.resize import upsample_bicubic
 
 
 def net_config(net: Any) -> Any:

@@ -4,11 +4,13 @@
 App. G): an encoder E maps an image x (B, 3, H, W) to a diagonal Gaussian q(z | x) over latents
 (B, latent_channels, H/f, W/f), f = 2 ** (len(channel_mult) - 1); a decoder D maps z back to pixels.
 `PatchDiscriminator` (Isola et al. 2017, pix2pix §3.2.2) scores overlapping patches as real or fake for the
-optional adversarial term of the autoencoder loss (Esser et al. 2021, VQGAN §3.1).
+optional adversarial term of the autoencoder loss (Esser et al. 2021, VQGAN §3.1). `FrozenAutoencoder` wraps a
+trained `AutoencoderKL` for the diffusion stage of latent diffusion (scaled latents in, images out).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -246,3 +248,60 @@ class PatchDiscriminator(nn.Module):
                 f"strided layers (need >= {self.min_size} px); lower model.discriminator.num_layers"
             )
         return self.layers(x)
+
+
+def estimate_latent_scale(autoencoder: AutoencoderKL, images: torch.Tensor) -> float:
+    """s = 1 / std of the posterior means of `images` (LDM §4.3.2: "from the first batch")."""
+    with torch.no_grad():
+        return float(1.0 / autoencoder.encode(images).mode().float().std().clamp_min(1e-12))
+
+
+class FrozenAutoencoder(nn.Module):
+    """A trained `AutoencoderKL`, frozen, that maps images to scaled latents s E(x) and back, D(z / s).
+
+    Latents are the posterior means (deterministic conditioning and targets). When the network carries no
+    scale yet (s = 0: an untrained network), the first call of `ensure_scale` estimates it once from the
+    images it is given; the value then lives in the state_dict of the module that holds this one.
+    """
+
+    def __init__(self, net: AutoencoderKL):
+        super().__init__()
+        self.net = net.requires_grad_(False).eval()
+        # Whether the scale is known, held on the host: the device buffer is read once, not every step,
+        # and again after a state_dict is loaded (it may carry s = 0).
+        self._has_scale = False
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_has_scale", False))
+
+    @property
+    def downsampling_factor(self) -> int:
+        return self.net.downsampling_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.net.latent_channels
+
+    def train(self, mode: bool = True) -> FrozenAutoencoder:
+        return super().train(False)  # frozen: always in eval mode
+
+    def ensure_scale(self, images: torch.Tensor) -> None:
+        if self._has_scale:
+            return
+        if float(self.net.latent_scale) == 0.0:
+            scale = estimate_latent_scale(self.net, images)
+            warnings.warn(
+                f"the autoencoder has no latent scale factor: estimated s = {scale:.4g} from this batch",
+                stacklevel=2,
+            )
+            self.net.latent_scale.fill_(scale)
+        self._has_scale = True
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """z = s * mean of q(z | x)."""
+        self.ensure_scale(images)
+        return self.net.encode(images).mode() * self.net.latent_scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """x = D(z / s), clamped to [-1, 1]."""
+        return self.net.decode(latents / self.net.latent_scale).clamp(-1.0, 1.0)

@@ -7,7 +7,6 @@ Composes `conf/sample.yaml` with a pipeline from `conf/pipeline/`; writes
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -17,9 +16,9 @@ from torchvision.utils import make_grid, save_image
 
 from lit_diffsr.callbacks.progress import ReverseStepLog
 from lit_diffsr.diffusion.progress import reverse_step_listener
-from lit_diffsr.errors import ConfigError, exit_on_user_error
+from lit_diffsr.errors import ConfigError
 from lit_diffsr.pipelines.cascade import build_stages, sample_cascade
-from lit_diffsr.runtime import register_resolvers, set_num_threads
+from lit_diffsr.runtime import hydra_job, register_resolvers, set_num_threads
 
 log = logging.getLogger("lit_diffsr")
 register_resolvers()  # ${lit_diffsr.hydra_record_subdir:...} in conf/hydra
@@ -73,13 +72,4 @@ def run(cfg: DictConfig) -> list[torch.Tensor]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 def hydra_entry(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        run(cfg)
-
-
-def main(argv: list[str]) -> None:
-    """Entry point of `python -m lit_diffsr sample ARGS` (Hydra overrides, e.g. pipeline=NAME)."""
-    from lit_diffsr.cli import hydra_arguments
-
-    sys.argv = ["lit_diffsr sample", *hydra_arguments(list(argv), "command=sample")]
-    hydra_entry()
+    hydra_job(run, cfg)

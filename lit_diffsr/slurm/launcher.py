@@ -26,6 +26,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from lit_diffsr.arguments import ArgumentParser
 from lit_diffsr.errors import ConfigError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "slurm"
@@ -124,7 +125,7 @@ def render(template: str, args: argparse.Namespace, overrides: list[str], **extr
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m lit_diffsr slurm", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m lit_diffsr slurm", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("submit", "sweep"), help="one job (train.sbatch) or a job array")
     parser.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
     parser.add_argument("--job-name", default=None, help="default: the experiment's name")

@@ -116,8 +116,8 @@ def test_cascade_stage_entry_point(target_payload):
 
 
 def test_i2sb_init_from_entry_point(pickled_payload):
-    from lit_diffsr.methods.i2sb import load_net_weights
     from lit_diffsr.nets import UNet
+    from lit_diffsr.nets.loading import load_net_weights
 
     with pytest.raises(UntrustedFileError, match="model.init_from: refused"):
         load_net_weights(UNet(**{k: v for k, v in TINY_UNET.items() if k != "_target_"}), pickled_payload)

@@ -19,8 +19,8 @@ from lit_diffsr.data.degradations import (
     jpeg,
     to_uint8,
     uniform_blur,
-    upsample_bicubic,
 )
+from lit_diffsr.ops.resize import upsample_bicubic
 
 PHOTO_NAMES = ["astronaut", "chelsea", "coffee", "rocket", "china", "flower"]
 

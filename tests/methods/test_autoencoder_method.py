@@ -12,14 +12,9 @@ import torch
 from lit_diffsr.data.datamodule import ImageDataModule
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods import load_method
-from lit_diffsr.methods.autoencoder import (
-    AutoencoderMethod,
-    FrozenAutoencoder,
-    estimate_latent_scale,
-    frozen_autoencoder,
-    hinge_discriminator_loss,
-)
+from lit_diffsr.methods.autoencoder import AutoencoderMethod, frozen_autoencoder, hinge_discriminator_loss
 from lit_diffsr.metrics.image import psnr
+from lit_diffsr.nets.autoencoder import FrozenAutoencoder, estimate_latent_scale
 
 NET = {
     "_target_": "lit_diffsr.nets.autoencoder.AutoencoderKL",

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.i2sb import I2SB, load_net_weights
+from lit_diffsr.methods.i2sb import I2SB
+from lit_diffsr.nets.loading import load_net_weights
+from lit_diffsr.ops.resize import upsample_bicubic
 from tests.tiny_nets import TINY_UNET
 
 

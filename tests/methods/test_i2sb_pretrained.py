@@ -12,8 +12,8 @@ import torch
 from lit_diffsr.convert import convert_adm, convert_i2sb
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods import I2SB, load_method
-from lit_diffsr.methods.i2sb import load_net_weights
 from lit_diffsr.nets.adm_import import resolve_flags, unet_config
+from lit_diffsr.nets.loading import load_net_weights
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "adm"
 FLAGS = json.loads((REFERENCE / "configs.json").read_text())["adm_uncond"]["flags"]

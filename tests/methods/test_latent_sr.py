@@ -10,9 +10,10 @@ import torch
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods import load_method
-from lit_diffsr.methods.autoencoder import estimate_latent_scale, frozen_autoencoder
+from lit_diffsr.methods.autoencoder import frozen_autoencoder
 from lit_diffsr.methods.ldm_sr import LatentDiffusionSR
-from lit_diffsr.pipelines.tiling import tiled_apply
+from lit_diffsr.nets.autoencoder import estimate_latent_scale
+from lit_diffsr.ops.tiling import tiled_apply
 from tests.tiny_nets import TINY_AUTOENCODER as AUTOENCODER
 from tests.tiny_nets import TINY_UNET as UNET
 

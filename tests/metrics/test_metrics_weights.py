@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.metrics import weights
+from lit_diffsr.metrics import fetch, weights
+from lit_diffsr.metrics.fetch import fetch_weights
 from lit_diffsr.metrics.weights import (
     FETCH_COMMAND,
     WEIGHT_FILES,
     MissingWeightError,
     default_cache_dir,
-    fetch_weights,
     resolve_weight,
     wheel_path,
 )
@@ -115,7 +115,7 @@ def test_fetch_without_network_lists_each_failed_download_in_one_line(tmp_path, 
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(SystemExit) as exited:
-        weights.main(["fetch", f"cache_dir={tmp_path}"])
+        fetch.main(["fetch", f"cache_dir={tmp_path}"])
     assert exited.value.code == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
@@ -138,7 +138,7 @@ def test_fetch_rejects_a_file_with_the_wrong_checksum(tmp_path):
 
 def test_fetch_command_line(tmp_path, capsys):
     (tmp_path / "lpips_vgg_v0.1_full.pth").write_bytes(b"vgg")
-    weights.main(
+    fetch.main(
         ["fetch", f"cache_dir={tmp_path / 'c'}", f"source_dir={tmp_path}", "names=lpips_vgg", "download=no"]
     )
     assert (
@@ -151,7 +151,7 @@ def test_fetch_command_line(tmp_path, capsys):
         (["download"], "error: usage: python -m lit_diffsr weights fetch"),
     ):
         with pytest.raises(SystemExit) as exited:
-            weights.main(argv)
+            fetch.main(argv)
         assert exited.value.code == 2 and capsys.readouterr().err.startswith(message)
 
 

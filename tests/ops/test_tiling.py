@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_diffsr.pipelines.tiling import blend_window, tile_starts, tiled_apply
+from lit_diffsr.ops.tiling import blend_window, tile_starts, tiled_apply
 
 
 @pytest.mark.parametrize(("size", "tile", "overlap"), [(50, 16, 4), (64, 16, 0), (17, 16, 8), (16, 16, 2)])

@@ -21,6 +21,7 @@ every step, so every checkpoint carries the value that matches its weights.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.base import DiffusionMethod, as_dict, build_net, load_method
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, build_net, load_method
 from lit_diffsr.nets.autoencoder import AutoencoderKL, PatchDiscriminator
 
 LOSS_DEFAULTS = {
@@ -223,9 +224,22 @@ class AutoencoderMethod(DiffusionMethod):
         self.net.latent_scale.fill_(1.0 / std)
 
     @torch.no_grad()
-    def generate(self, batch: dict) -> torch.Tensor:
-        """The reconstruction D(E(x)) of batch["hr"], from the posterior mean."""
-        return self.net(batch["hr"], sample_posterior=False)[0].clamp(-1.0, 1.0)
+    def sample(
+        self,
+        condition: Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        steps: int | str | None = None,
+        stop_step: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> SampleOutput:
+        """The reconstruction D(E(x)) of condition["hr"], from the posterior mean: deterministic, so `seed`
+        changes nothing; there are no steps or options to choose."""
+        if steps is not None or stop_step is not None or options:
+            raise ConfigError(
+                "AutoencoderMethod reconstructs in one pass: it takes no steps, stop_step or options"
+            )
+        return SampleOutput(self.net(condition["hr"], sample_posterior=False)[0].clamp(-1.0, 1.0))
 
 
 def estimate_latent_scale(autoencoder: AutoencoderKL, images: torch.Tensor) -> float:

@@ -13,6 +13,7 @@ With `cond_x1` the network also sees x1 (concatenated to x_t through the UNet's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.diffusion import SchrodingerBridge
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.base import DiffusionMethod, as_dict
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options
 from lit_diffsr.methods.sampling import merge_config
 from lit_diffsr.nets.adm_import import check_fits, fit_i2sb_init, pretrained_hint
 from lit_diffsr.safe_load import load_tensors
@@ -135,7 +136,11 @@ class I2SB(DiffusionMethod):
             self.set_time_input(saved)
 
     def set_sampling_steps(self, steps: int | str) -> None:
-        """Use `steps` network evaluations (NFE) per sample, 1 to N-1."""
+        """Use `steps` network evaluations (NFE) per sample by default."""
+        self.sampler["steps"] = self.checked_nfe(steps)
+
+    def checked_nfe(self, steps: int | str) -> int:
+        """`steps` as a number of network evaluations (NFE), 1 to N-1."""
         try:
             nfe = int(steps)
         except (TypeError, ValueError):
@@ -144,7 +149,7 @@ class I2SB(DiffusionMethod):
             raise ConfigError(
                 f"model.sampler.steps={steps!r} must be an integer NFE in [1, {self.bridge.n_steps - 1}]"
             )
-        self.sampler["steps"] = nfe
+        return nfe
 
     def initialises_from_file(self) -> bool:
         """A fresh fit (not a resume) with model.init_from set."""
@@ -207,25 +212,52 @@ class I2SB(DiffusionMethod):
         missing = (1 - mask).expand_as(squared_error)
         return {"loss": (squared_error * missing).sum() / missing.sum().clamp_min(1.0)}
 
-    @torch.no_grad()
-    def sample_generator(self, batch: dict) -> torch.Generator | None:
-        """The sampling noise's generator: seeded by the batch's "seed", else model.sampler.seed."""
-        seed = batch.get("seed", self.sampler["seed"])
-        return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+    def sampling_settings(
+        self, seed: int | None, steps: int | str | None, stop_step: int | None, options: Mapping | None
+    ) -> tuple[dict, torch.Generator | None]:
+        """This call's sampler settings (model.sampler with `steps` and `options` over it) and the noise's
+        generator (`seed`, else model.sampler.seed, else the global RNG)."""
+        if stop_step is not None:
+            raise ConfigError(f"{type(self).__name__} samples a bridge, not a Gaussian chain: no stop_step")
+        options = check_options(options, ("ot_ode", "clip_denoised"), type(self).__name__)
+        settings = {**self.sampler, **options}
+        if steps is not None:
+            settings["steps"] = self.checked_nfe(steps)
+        seed = settings["seed"] if seed is None else seed
+        generator = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+        return settings, generator
 
     def sample_x0(
-        self, x1: torch.Tensor, generator=None, mask=None, clip: float | None = None
+        self,
+        x1: torch.Tensor,
+        generator: torch.Generator | None = None,
+        mask: torch.Tensor | None = None,
+        clip: float | None = None,
+        settings: dict | None = None,
     ) -> torch.Tensor:
-        """I2SB sampling (Liu et al. 2023, Alg. 2) from x1 over model.sampler.steps NFE, unclamped."""
+        """I2SB sampling (Liu et al. 2023, Alg. 2) from x1 over settings["steps"] NFE (default model.sampler),
+        unclamped."""
 
         def predict_x0(x_n: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
             return self.bridge.predict_x0(step, x_n, self.network_output(x_n, step, x1), clip=clip)
 
-        nfe, ot_ode = self.sampler["steps"], self.sampler["ot_ode"]
+        settings = settings or self.sampler
+        nfe, ot_ode = settings["steps"], settings["ot_ode"]
         return self.bridge.sample(x1, predict_x0, nfe, ot_ode=ot_ode, generator=generator, mask=mask)
 
-    def generate(self, batch: dict) -> torch.Tensor:
-        generator = self.sample_generator(batch)
-        x1, mask = self.degraded_endpoint(batch, generator)
-        clip = 1.0 if self.sampler["clip_denoised"] else None
-        return self.sample_x0(x1, generator, mask, clip).clamp(-1.0, 1.0)
+    @torch.no_grad()
+    def sample(
+        self,
+        condition: Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        steps: int | str | None = None,
+        stop_step: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> SampleOutput:
+        """x0 from the degraded image of `condition` ("lr", and "mask" for inpainting); `steps` is the NFE;
+        options: ot_ode, clip_denoised."""
+        settings, generator = self.sampling_settings(seed, steps, stop_step, options)
+        x1, mask = self.degraded_endpoint(condition, generator)
+        clip = 1.0 if settings["clip_denoised"] else None
+        return SampleOutput(self.sample_x0(x1, generator, mask, clip, settings).clamp(-1.0, 1.0))

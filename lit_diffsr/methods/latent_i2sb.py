@@ -9,13 +9,14 @@ not supported in latent space.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.autoencoder import frozen_autoencoder
-from lit_diffsr.methods.base import as_dict
+from lit_diffsr.methods.base import SampleOutput, as_dict
 from lit_diffsr.methods.i2sb import I2SB
 from lit_diffsr.methods.ldm_sr import latent_net
 
@@ -80,7 +81,17 @@ class LatentI2SB(I2SB):
         return super().compute_losses(self.latent_endpoints(batch))
 
     @torch.no_grad()
-    def generate(self, batch: dict) -> torch.Tensor:
-        x1 = self.latent_endpoints(batch)["lr"]
-        # No clamping of latents: the decoder's output is clamped.
-        return self.autoencoder.decode(self.sample_x0(x1, self.sample_generator(batch)))
+    def sample(
+        self,
+        condition: Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        steps: int | str | None = None,
+        stop_step: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> SampleOutput:
+        """As `I2SB.sample`, between latents; the decoded z0 (the decoder clamps, latents are not clamped)."""
+        settings, generator = self.sampling_settings(seed, steps, stop_step, options)
+        x1 = self.latent_endpoints(condition)["lr"]
+        clip = 1.0 if settings["clip_denoised"] else None
+        return SampleOutput(self.autoencoder.decode(self.sample_x0(x1, generator, None, clip, settings)))

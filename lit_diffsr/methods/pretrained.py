@@ -25,7 +25,7 @@ def pretrained(path: str, sampler: dict | None = None, predict: dict | None = No
     # null = keep the checkpoint's value
     sampler = {key: value for key, value in as_dict(sampler).items() if value is not None}
     predict = {key: value for key, value in as_dict(predict).items() if value is not None}
-    setup = getattr(method, "setup_diffusion", None)
+    setup = getattr(method, "diffusion", None)
     settings = setup.sampler if setup is not None else getattr(method, "sampler", None)
     unknown = set(sampler) - set(settings or {})
     if unknown:

@@ -9,6 +9,7 @@ SR3 §2.4; Ho et al. 2022, CDM §3). They differ in what else the network sees:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,14 +21,13 @@ from lit_diffsr.diffusion import (
     ModelFn,
     NoiseAugmentation,
     blur_augmentation,
-    classifier_free_guidance,
     drop_labels,
     get_beta_schedule,
     noise_levels_by_model_step,
 )
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.base import DiffusionMethod, as_dict
-from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options
+from lit_diffsr.methods.sampling import SAMPLER_OPTIONS, Diffusion, label_guided
 
 
 def net_config(net: Any) -> Any:
@@ -39,7 +39,7 @@ class ConditionalSuperResolution(DiffusionMethod):
     """Shared plumbing: the upsampled condition, the output size, sampling with a `model_fn` per subclass.
 
     `scale_factor` is the SR factor r: `lr` is r times smaller than `hr` and than the generated image.
-    `diffusion` / `sampler` as in `lit_diffsr.methods.sampling.DiffusionSetup` (the sampling process).
+    `diffusion` / `sampler` as in `lit_diffsr.methods.sampling.Diffusion` (the sampling process).
     """
 
     num_classes: int | None = None
@@ -63,11 +63,21 @@ class ConditionalSuperResolution(DiffusionMethod):
                 f"model.net.cond_channels={getattr(self.net, 'cond_channels', None)} must equal "
                 f"model.net.in_channels={self.net.in_channels}: the UNet sees [x_t | upsampled lr]"
             )
-        self.setup_diffusion = DiffusionSetup(diffusion, sampler)
+        self.diffusion = Diffusion(diffusion, sampler)
 
     # -- to implement ------------------------------------------------------------------------------
-    def model_fn(self, cond: torch.Tensor, y: torch.Tensor | None, aug_level: int) -> ModelFn:
-        """model_fn(x_t, model_t) of the sampling process, given the upsampled condition."""
+    sampling_options: tuple[str, ...] = SAMPLER_OPTIONS
+
+    def model_fn(
+        self,
+        cond: torch.Tensor,
+        y: torch.Tensor | None,
+        aug_level: int,
+        options: dict | None = None,
+        steps: int | str | None = None,
+    ) -> ModelFn:
+        """model_fn(x_t, model_t) of the sampling process of `steps`, given the upsampled condition and this
+        call's sampling `options` (the method's own keys of them: popped)."""
         raise NotImplementedError
 
     def sampling_condition(self, lr: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -113,25 +123,32 @@ class ConditionalSuperResolution(DiffusionMethod):
     @torch.no_grad()
     def sample(
         self,
-        lr: torch.Tensor,
-        y: torch.Tensor | None = None,
-        aug_level: int = 0,
+        condition: Mapping[str, Any],
+        *,
         seed: int | None = None,
+        steps: int | str | None = None,
         stop_step: int | None = None,
-    ) -> torch.Tensor:
-        """Super-resolve the (already augmented) low-resolution input `lr` at level `aug_level`.
+        options: Mapping[str, Any] | None = None,
+    ) -> SampleOutput:
+        """Super-resolve `condition["lr"]` (labels `condition["y"]` for a class-conditional stage).
 
-        `stop_step` truncates this stage's own reverse chain (its output then is x_s, for a next stage)."""
+        options: the sampler's name, eta, clip_denoised; a cascade stage's guidance_scale and aug_level: with
+        aug_level, lr is already at that augmentation level (a cascade's z_s) and is not augmented again;
+        without it, lr is augmented as at validation (`sampling_condition`). `stop_step` truncates this
+        stage's own reverse chain (its output then is x_s, for a next stage)."""
+        self.check_pair(condition)
+        options = check_options(options, (*self.sampling_options, "aug_level"), type(self).__name__)
+        if "aug_level" in options:
+            lr, level = condition["lr"], int(options.pop("aug_level"))
+        else:
+            lr, level = self.sampling_condition(condition["lr"])
         cond = self.condition(lr.to(self.device))
         shape = (len(cond), self.net.in_channels, *cond.shape[-2:])
-        return self.setup_diffusion.sample(
-            self.model_fn(cond, y, aug_level), shape, device=self.device, seed=seed, stop_step=stop_step
+        model_fn = self.model_fn(cond, self.labels(condition), level, options, steps)
+        images = self.diffusion.sample(
+            model_fn, shape, self.device, seed, steps=steps, stop_step=stop_step, overrides=options
         )
-
-    def generate(self, batch: dict) -> torch.Tensor:
-        self.check_pair(batch)
-        lr, level = self.sampling_condition(batch["lr"])
-        return self.sample(lr, y=self.labels(batch), aug_level=level, seed=batch.get("seed"))
+        return SampleOutput(images)
 
 
 class SR3(ConditionalSuperResolution):
@@ -164,14 +181,14 @@ class SR3(ConditionalSuperResolution):
         super().__init__(net, diffusion, sampler, scale_factor, optim, val_sample_batches)
         # Plain containers, so checkpoints load with weights_only=True (a ready module is not saved).
         self.save_hyperparameters(ignore=["net"] if isinstance(net, torch.nn.Module) else None)
-        config = self.setup_diffusion.config
+        config = self.diffusion.config
         if config["prediction"] != "eps" or config["loss"] not in ("mse", "l1"):
             raise ConfigError(
                 f"SR3 predicts eps with an L1 or L2 loss: set model.diffusion.prediction=eps "
                 f"and model.diffusion.loss=l1|mse (got {config['prediction']}, {config['loss']})"
             )
         try:
-            self.noise_level = ContinuousNoiseLevel(self.setup_diffusion.process.betas, noise_level_variant)
+            self.noise_level = ContinuousNoiseLevel(self.diffusion.process.betas, noise_level_variant)
         except ValueError as error:
             raise ConfigError(f"model.noise_level_variant: {error}") from None
         self.noise_level_scale = float(noise_level_scale)
@@ -184,14 +201,21 @@ class SR3(ConditionalSuperResolution):
             return self.net(x_noisy, self.noise_level_scale * sqrt_gamma, cond=cond)
 
         terms = self.noise_level.training_losses(
-            predict, batch["hr"], loss=self.setup_diffusion.config["loss"]
+            predict, batch["hr"], loss=self.diffusion.config["loss"]
         )
         return {"loss": terms["loss"].mean(), "mse": terms["mse"].mean()}
 
-    def model_fn(self, cond: torch.Tensor, y: torch.Tensor | None, aug_level: int) -> ModelFn:
+    def model_fn(
+        self,
+        cond: torch.Tensor,
+        y: torch.Tensor | None,
+        aug_level: int,
+        options: dict | None = None,
+        steps: int | str | None = None,
+    ) -> ModelFn:
         if aug_level:
             raise ConfigError("SR3 has no conditioning augmentation: use aug_level 0 for an SR3 stage")
-        levels = noise_levels_by_model_step(self.setup_diffusion.sampling_process).to(cond.device)
+        levels = noise_levels_by_model_step(self.diffusion.sampling_process_for(steps)).to(cond.device)
 
         def predict(x_t: torch.Tensor, model_t: torch.Tensor) -> torch.Tensor:
             # The net sees the continuous level of the step being sampled (WaveGrad §3), not the step.
@@ -318,7 +342,7 @@ class CascadeStage(ConditionalSuperResolution):
         y = self.labels(batch)
         if y is not None and self.training and self.label_dropout > 0:
             y = drop_labels(y, self.num_classes, self.label_dropout)  # Ho & Salimans 2022, Alg. 1
-        return self.setup_diffusion.training_losses(
+        return self.diffusion.training_losses(
             lambda x_t, t: self.net(x_t, t, y=y, cond=cond, aug_level=aug_level), batch["hr"]
         )
 
@@ -326,7 +350,16 @@ class CascadeStage(ConditionalSuperResolution):
         lr, _ = self._augment(lr, training=False)
         return lr, self.sampling_level
 
-    def model_fn(self, cond: torch.Tensor, y: torch.Tensor | None, aug_level: int) -> ModelFn:
+    sampling_options = (*SAMPLER_OPTIONS, "guidance_scale")
+
+    def model_fn(
+        self,
+        cond: torch.Tensor,
+        y: torch.Tensor | None,
+        aug_level: int,
+        options: dict | None = None,
+        steps: int | str | None = None,
+    ) -> ModelFn:
         if self.noise_augmentation is None:
             if aug_level:
                 raise ConfigError("this stage was trained without noise augmentation: use aug_level 0")
@@ -342,6 +375,5 @@ class CascadeStage(ConditionalSuperResolution):
             return self.net(x_t, t, y=labels, cond=cond, aug_level=aug_level)
 
         shared = {"cond": cond} if aug_levels is None else {"cond": cond, "aug_level": aug_levels}
-        if y is None or self.guidance_scale == 1.0:
-            return lambda x_t, t: net_fn(x_t, t, y, **shared)
-        return classifier_free_guidance(net_fn, y, self.num_classes, self.guidance_scale, shared)
+        guidance_scale = float((options or {}).pop("guidance_scale", self.guidance_scale))
+        return label_guided(net_fn, y, self.num_classes, guidance_scale, shared)

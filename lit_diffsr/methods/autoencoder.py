@@ -31,28 +31,8 @@ from torch import nn
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, build_net, load_method
+from lit_diffsr.methods.configs import AutoencoderLossConfig, DiscriminatorConfig, settings
 from lit_diffsr.nets.autoencoder import AutoencoderKL, PatchDiscriminator
-
-LOSS_DEFAULTS = {
-    "kl_weight": 1.0e-6,
-    "perceptual_weight": 1.0,
-    "perceptual_net": "vgg",
-    "perceptual_weights": None,
-}
-DISCRIMINATOR_DEFAULTS = {
-    "start_step": 50001,
-    "weight": 0.5,
-    "channels": 64,
-    "num_layers": 3,
-    "norm_groups": 32,
-}
-
-
-def _with_defaults(defaults: dict, given: dict, key: str) -> dict:
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in model.{key}; allowed: {sorted(defaults)}")
-    return {**defaults, **given}
 
 
 def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -97,15 +77,13 @@ class AutoencoderMethod(DiffusionMethod):
         if not 0.0 <= scale_momentum < 1.0:
             raise ConfigError(f"model.scale_momentum={scale_momentum} must lie in [0, 1)")
         self.automatic_optimization = False
-        self.loss_weights = _with_defaults(LOSS_DEFAULTS, loss, "loss")
+        self.loss_weights = settings(AutoencoderLossConfig, loss, "loss")
         self.gradient_clip = gradient_clip
         self.scale_momentum = scale_momentum
         self.discriminator_options = None
         self.discriminator = None
         if discriminator:
-            self.discriminator_options = _with_defaults(
-                DISCRIMINATOR_DEFAULTS, discriminator, "discriminator"
-            )
+            self.discriminator_options = settings(DiscriminatorConfig, discriminator, "discriminator")
             options = self.discriminator_options
             self.discriminator = PatchDiscriminator(
                 self.net.in_channels, options["channels"], options["num_layers"], options["norm_groups"]

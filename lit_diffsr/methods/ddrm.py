@@ -33,6 +33,7 @@ from lit_diffsr.diffusion import (
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options, load_method
 from lit_diffsr.methods.classcond import ClassConditionalDiffusion
+from lit_diffsr.methods.configs import DDRMSamplerConfig, reject_unknown_keys, settings
 from lit_diffsr.metrics.image import fidelity_scores
 from lit_diffsr.nets.adm_import import pretrained_hint
 
@@ -48,7 +49,6 @@ OPERATORS: dict[str, dict[str, Any]] = {
     "colorize": {},
     "inpaint": {},  # the mask is the batch's "mask" (1 = observed): add a mask step to data.degradation
 }
-SAMPLER_DEFAULTS = {"steps": 20, "eta": 0.85, "eta_b": 1.0, "clip": True}
 
 
 INPAINT_MASK_HINT = (
@@ -63,12 +63,7 @@ def operator_params(operator: dict) -> tuple[str, dict[str, Any]]:
     kind = spec.pop("type", None)
     if kind not in OPERATORS:
         raise ConfigError(f"model.operator.type={kind!r}; use one of {', '.join(OPERATORS)}")
-    unknown = set(spec) - set(OPERATORS[kind])
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {sorted(unknown)} in model.operator for type {kind!r}; "
-            f"allowed: {sorted(OPERATORS[kind])}"
-        )
+    reject_unknown_keys(spec, OPERATORS[kind], f"model.operator for type {kind!r}")
     return kind, {**OPERATORS[kind], **spec}
 
 
@@ -166,12 +161,7 @@ class DDRMRestoration(DiffusionMethod):
         if sigma_y < 0:
             raise ConfigError(f"model.sigma_y={sigma_y} must be >= 0")
         self.sigma_y, self.use_class_labels, self.seed = float(sigma_y), use_class_labels, int(seed)
-        unknown = set(sampler) - set(SAMPLER_DEFAULTS)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {sorted(unknown)} in model.sampler; allowed: {sorted(SAMPLER_DEFAULTS)}"
-            )
-        self.sampler = {**SAMPLER_DEFAULTS, **sampler}
+        self.sampler = settings(DDRMSamplerConfig, sampler, "sampler")
         self.timesteps = self.skipped_timesteps(self.sampler["steps"])
         self.operator_spec = operator
         kind, _ = operator_params(operator)

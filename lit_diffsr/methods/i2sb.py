@@ -24,13 +24,10 @@ from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.diffusion import SchrodingerBridge
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options
-from lit_diffsr.methods.sampling import merge_config
+from lit_diffsr.methods.configs import BridgeConfig, BridgeSamplerConfig, settings
 from lit_diffsr.nets.adm_import import check_fits, fit_i2sb_init, pretrained_hint
 from lit_diffsr.safe_load import load_tensors
 
-BRIDGE_DEFAULTS = {"n_steps": 1000, "beta_max": 0.3, "beta_min": 1e-4}
-# steps: NFE; ot_ode: deterministic bridge (training and sampling, as I²SB's --ot-ode); seed: sampling noise.
-SAMPLER_DEFAULTS = {"steps": 100, "ot_ode": False, "clip_denoised": False, "seed": None}
 X1_UPSAMPLING = ("bicubic", "nearest")
 # The network's time input: the step n, or NVlabs' noise_levels[n] = N * linspace(1e-4, 1, N)[n] (I²SB's
 # runner / network code), which their released checkpoints were trained with.
@@ -110,10 +107,10 @@ class I2SB(DiffusionMethod):
         if x1_upsample not in X1_UPSAMPLING:
             raise ConfigError(f"model.x1_upsample={x1_upsample!r}; use one of {', '.join(X1_UPSAMPLING)}")
         try:
-            self.bridge = SchrodingerBridge(**merge_config(BRIDGE_DEFAULTS, bridge, "bridge"))
+            self.bridge = SchrodingerBridge(**settings(BridgeConfig, bridge, "bridge"))
         except ValueError as error:
             raise ConfigError(f"model.bridge: {error}") from None
-        self.sampler = merge_config(SAMPLER_DEFAULTS, sampler, "sampler")
+        self.sampler = settings(BridgeSamplerConfig, sampler, "sampler")
         self.set_sampling_steps(self.sampler["steps"])
         self.cond_x1 = cond_x1
         self.x1_upsample = x1_upsample

@@ -25,11 +25,11 @@ from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.autoencoder import FrozenAutoencoder, frozen_autoencoder
 from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, build_net, check_options
+from lit_diffsr.methods.configs import TilingConfig, settings
 from lit_diffsr.methods.sampling import SAMPLER_OPTIONS, Diffusion
 from lit_diffsr.pipelines.tiling import tiled_apply
 
 CONDITIONINGS = ("lr_pixels", "lr_latent")
-TILING_DEFAULTS = {"tile_size": None, "overlap": 8}
 
 
 def latent_net(net: Any, autoencoder: FrozenAutoencoder, cond_channels: int) -> torch.nn.Module:
@@ -51,15 +51,6 @@ def latent_net(net: Any, autoencoder: FrozenAutoencoder, cond_channels: int) -> 
         cond_channels=cond_channels,
     )
     return build_net(config)
-
-
-def tiling_options(tiling: dict) -> dict:
-    unknown = set(tiling) - set(TILING_DEFAULTS)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {sorted(unknown)} in model.tiling; allowed: {sorted(TILING_DEFAULTS)}"
-        )
-    return {**TILING_DEFAULTS, **tiling}
 
 
 class LatentDiffusionSR(DiffusionMethod):
@@ -105,7 +96,7 @@ class LatentDiffusionSR(DiffusionMethod):
         self.autoencoder = first_stage
         self.conditioning = conditioning
         self.diffusion = Diffusion(diffusion, sampler)
-        self.tiling = tiling_options(tiling)
+        self.tiling = settings(TilingConfig, tiling, "tiling")
 
     # -- conditioning -----------------------------------------------------------------------------
     def condition(self, lr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -1,11 +1,8 @@
 """One diffusion process built from config, shared by the methods that train and sample a GaussianDiffusion.
 
-`diffusion` keys: schedule (linear | cosine | sqrt_linear | linspace), num_timesteps, schedule_kwargs (e.g.
-beta_start / beta_end), prediction (eps | x0 | v), variance (fixed_small | fixed_large | learned_range),
-loss (mse | l1 | hybrid), timestep_sampler (uniform | loss_aware).
-`sampler` keys: name (ancestral | ddim | dpm_solver_pp), steps (null = every training step, "ddim50", "250",
-per-section counts, or "quadN" for N steps on DDIM's quadratic spacing, which DPM-Solver++ wants at few
-steps: respacing re-derives the betas of the kept steps), eta (DDIM), clip_denoised.
+The keys of `diffusion` and `sampler`, their defaults and checks: `lit_diffsr.methods.configs`
+(`GaussianDiffusionConfig`, `GaussianSamplerConfig`; SR3's own defaults in its subclasses). Respacing
+re-derives the betas of the kept steps.
 """
 
 from __future__ import annotations
@@ -27,29 +24,13 @@ from lit_diffsr.diffusion import (
     sample_ddim,
     sample_dpm_solver_pp,
 )
-from lit_diffsr.errors import ConfigError
+from lit_diffsr.methods.configs import GaussianDiffusionConfig, GaussianSamplerConfig, settings
 
-DIFFUSION_DEFAULTS = {
-    "schedule": "cosine",
-    "num_timesteps": 1000,
-    "schedule_kwargs": {},
-    "prediction": "eps",
-    "variance": "learned_range",
-    "loss": "hybrid",
-    "timestep_sampler": "uniform",
-}
+# The Gaussian diffusion samplers by `model.sampler.name` (configs.GAUSSIAN_SAMPLERS lists the names).
 SAMPLERS = {"ancestral": sample_ancestral, "ddim": sample_ddim, "dpm_solver_pp": sample_dpm_solver_pp}
-SAMPLER_DEFAULTS = {"name": "ddim", "steps": "ddim50", "eta": 0.0, "clip_denoised": True}
+
 # The sampler keys a `sample` call may override in its options (steps has its own argument).
 SAMPLER_OPTIONS = ("name", "eta", "clip_denoised")
-
-
-def merge_config(defaults: dict, given: dict, key: str) -> dict:
-    """`defaults` updated by `given`; a key not in `defaults` is an error naming `model.<key>`."""
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in model.{key}; allowed: {sorted(defaults)}")
-    return {**defaults, **given}
 
 
 class Diffusion:
@@ -59,30 +40,27 @@ class Diffusion:
     eta, clip_denoised) without changing them, so a loaded method samples the same way for every caller.
     """
 
-    def __init__(self, diffusion: dict, sampler: dict):
-        self.config = merge_config(DIFFUSION_DEFAULTS, diffusion, "diffusion")
-        self.sampler = merge_config(SAMPLER_DEFAULTS, sampler, "sampler")
+    def __init__(
+        self,
+        diffusion: Any,
+        sampler: Any,
+        diffusion_config: type[GaussianDiffusionConfig] = GaussianDiffusionConfig,
+        sampler_config: type[GaussianSamplerConfig] = GaussianSamplerConfig,
+    ):
+        self.config = settings(diffusion_config, diffusion, "diffusion")
+        self.sampler_config = sampler_config
+        self.sampler = settings(sampler_config, sampler, "sampler")
         c = self.config
         betas = get_beta_schedule(c["schedule"], c["num_timesteps"], **dict(c["schedule_kwargs"]))
         self.process = GaussianDiffusion(
             betas, prediction=c["prediction"], variance=c["variance"], loss=c["loss"]
         )
-        if c["timestep_sampler"] == "uniform":
-            self.timestep_sampler = UniformSampler(c["num_timesteps"])
-        elif c["timestep_sampler"] == "loss_aware":
-            self.timestep_sampler = LossSecondMomentSampler(c["num_timesteps"])
-        else:
-            raise ConfigError(
-                f"model.diffusion.timestep_sampler={c['timestep_sampler']!r}; use 'uniform' or 'loss_aware'"
-            )
-        self.check_sampler(self.sampler)
+        # How training draws t (the data sampler and the diffusion sampler are other things).
+        loss_aware = c["timestep_sampler"] == "loss_aware"
+        timestep_sampler = LossSecondMomentSampler if loss_aware else UniformSampler
+        self.timestep_sampler = timestep_sampler(c["num_timesteps"])
         self._respaced: dict[str, GaussianDiffusion] = {}
         self.set_sampling_steps(self.sampler["steps"])
-
-    @staticmethod
-    def check_sampler(sampler: dict) -> None:
-        if sampler["name"] not in SAMPLERS:
-            raise ConfigError(f"model.sampler.name={sampler['name']!r}; use one of {sorted(SAMPLERS)}")
 
     def set_sampling_steps(self, steps) -> None:
         """The default respacing of every later sample (`steps` as `sampling_process_for`)."""
@@ -130,8 +108,7 @@ class Diffusion:
         `steps` (None = the configured ones) and `overrides` of `sampler`'s other keys hold for this call
         only;
         `stop_step` ends the chain early (its x at that step, for a cascade's truncated hand-over)."""
-        sampler = merge_config(self.sampler, dict(overrides or {}), "sampler")
-        self.check_sampler(sampler)
+        sampler = settings(self.sampler_config, {**self.sampler, **(overrides or {})}, "sampler")
         process = self.sampling_process_for(steps)
         generator = None
         if seed is not None:

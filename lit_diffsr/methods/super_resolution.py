@@ -9,6 +9,7 @@ SR3 §2.4; Ho et al. 2022, CDM §3). They differ in what else the network sees:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,16 @@ from lit_diffsr.diffusion import (
 )
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options
+from lit_diffsr.methods.configs import (
+    AugmentationConfig,
+    GaussianDiffusionConfig,
+    GaussianSamplerConfig,
+    NoiseAugmentationConfig,
+    SR3DiffusionConfig,
+    SR3NoiseLevelConfig,
+    SR3SamplerConfig,
+    build_config,
+)
 from lit_diffsr.methods.sampling import SAMPLER_OPTIONS, Diffusion, label_guided
 
 
@@ -44,6 +55,8 @@ class ConditionalSuperResolution(DiffusionMethod):
 
     num_classes: int | None = None
     cond_upsample: str = "bicubic"
+    diffusion_config: type[GaussianDiffusionConfig] = GaussianDiffusionConfig
+    sampler_config: type[GaussianSamplerConfig] = GaussianSamplerConfig
 
     def __init__(
         self,
@@ -63,7 +76,7 @@ class ConditionalSuperResolution(DiffusionMethod):
                 f"model.net.cond_channels={getattr(self.net, 'cond_channels', None)} must equal "
                 f"model.net.in_channels={self.net.in_channels}: the UNet sees [x_t | upsampled lr]"
             )
-        self.diffusion = Diffusion(diffusion, sampler)
+        self.diffusion = Diffusion(diffusion, sampler, self.diffusion_config, self.sampler_config)
 
     # -- to implement ------------------------------------------------------------------------------
     sampling_options: tuple[str, ...] = SAMPLER_OPTIONS
@@ -161,7 +174,11 @@ class SR3(ConditionalSuperResolution):
     embedding sees the same range [0, 1000] as the discrete steps of the other methods (WaveGrad scales
     by 5000 for its own embedding). Sampling uses the (respaced) discrete process of `diffusion` /
     `sampler`, looking up sqrt(abar) of each sampled step, so the full chain, any respacing and DDIM work.
+    Defaults and checks: `SR3DiffusionConfig`, `SR3SamplerConfig`, `SR3NoiseLevelConfig` (methods/configs.py).
     """
+
+    diffusion_config = SR3DiffusionConfig
+    sampler_config = SR3SamplerConfig
 
     def __init__(
         self,
@@ -176,22 +193,12 @@ class SR3(ConditionalSuperResolution):
     ):
         net = net_config(net)
         diffusion, sampler, optim = map(as_dict, (diffusion, sampler, optim))
-        diffusion = {**SR3_DIFFUSION, **diffusion}
-        sampler = {**SR3_SAMPLER, **sampler}
         super().__init__(net, diffusion, sampler, scale_factor, optim, val_sample_batches)
         # Plain containers, so checkpoints load with weights_only=True (a ready module is not saved).
         self.save_hyperparameters(ignore=["net"] if isinstance(net, torch.nn.Module) else None)
-        config = self.diffusion.config
-        if config["prediction"] != "eps" or config["loss"] not in ("mse", "l1"):
-            raise ConfigError(
-                f"SR3 predicts eps with an L1 or L2 loss: set model.diffusion.prediction=eps "
-                f"and model.diffusion.loss=l1|mse (got {config['prediction']}, {config['loss']})"
-            )
-        try:
-            self.noise_level = ContinuousNoiseLevel(self.diffusion.process.betas, noise_level_variant)
-        except ValueError as error:
-            raise ConfigError(f"model.noise_level_variant: {error}") from None
-        self.noise_level_scale = float(noise_level_scale)
+        level = SR3NoiseLevelConfig(noise_level_variant, float(noise_level_scale))
+        self.noise_level = ContinuousNoiseLevel(self.diffusion.process.betas, level.variant)
+        self.noise_level_scale = level.scale
 
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         self.check_pair(batch)
@@ -225,28 +232,7 @@ class SR3(ConditionalSuperResolution):
         return predict
 
 
-# Saharia et al. 2022 (SR3) §4: T = 2000 training steps, linear betas 1e-6..1e-2, sigma_t^2 = beta_t
-# (Alg. 2); 100 respaced sampling steps by default.
-SR3_DIFFUSION = {
-    "schedule": "linspace",
-    "num_timesteps": 2000,
-    "schedule_kwargs": {"start": 1e-6, "end": 1e-2},
-    "prediction": "eps",
-    "variance": "fixed_large",
-    "loss": "l1",
-}
-SR3_SAMPLER = {"name": "ancestral", "steps": "100", "clip_denoised": True}
-
-AUGMENTATION_DEFAULTS = {
-    # Blur of the conditioning image (CDM §4.2): never at sampling unless at_sampling.
-    "blur": {"probability": 0.0, "sigma": [0.4, 0.6], "kernel_size": 3, "at_sampling": False},
-    # Gaussian-noise augmentation with the low-resolution model's forward process; null disables it.
-    "noise": None,
-    # The level s used by `generate` (validation, predict): chosen after training by the level search.
-    "sampling_level": 0,
-}
 COND_UPSAMPLING = ("bicubic", "bilinear")
-NOISE_DEFAULTS = {"schedule": "cosine", "num_timesteps": 1000, "schedule_kwargs": {}, "max_level": None}
 
 
 class CascadeStage(ConditionalSuperResolution):
@@ -281,6 +267,8 @@ class CascadeStage(ConditionalSuperResolution):
             )
         net = net_config(net)
         diffusion, sampler, optim, augmentation = map(as_dict, (diffusion, sampler, optim, augmentation))
+        # A new name: save_hyperparameters stores the arguments' current values, which must stay plain.
+        augmentation_config = build_config(AugmentationConfig, augmentation, "augmentation")
         super().__init__(net, diffusion, sampler, scale_factor, optim, val_sample_batches)
         self.cond_upsample = cond_upsample
         # Plain containers, so checkpoints load with weights_only=True (a ready module is not saved).
@@ -288,24 +276,16 @@ class CascadeStage(ConditionalSuperResolution):
         self.num_classes = num_classes
         self.label_dropout = label_dropout
         self.guidance_scale = guidance_scale
-        unknown = set(augmentation) - set(AUGMENTATION_DEFAULTS)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {sorted(unknown)} in model.augmentation; "
-                f"allowed: {sorted(AUGMENTATION_DEFAULTS)}"
-            )
-        self.blur = {**AUGMENTATION_DEFAULTS["blur"], **as_dict(augmentation.get("blur"))}
-        self.noise_augmentation = self._noise_augmentation(augmentation.get("noise"))
-        self.sampling_level = int(augmentation.get("sampling_level", 0))
+        self.blur = dataclasses.asdict(augmentation_config.blur)  # plain values: Lightning walks attributes
+        self.noise_augmentation = self._noise_augmentation(augmentation_config.noise)
+        self.sampling_level = int(augmentation_config.sampling_level)
         if self.noise_augmentation is not None:
             try:
                 self.noise_augmentation.check_level(self.sampling_level)
             except ValueError as error:
                 raise ConfigError(f"model.augmentation.sampling_level: {error}") from None
-        elif self.sampling_level:
-            raise ConfigError("model.augmentation.sampling_level > 0 needs model.augmentation.noise")
 
-    def _noise_augmentation(self, noise: dict | None) -> NoiseAugmentation | None:
+    def _noise_augmentation(self, noise: NoiseAugmentationConfig | None) -> NoiseAugmentation | None:
         if noise is None:
             if self.net.use_aug_level:
                 raise ConfigError("model.net.use_aug_level=true but model.augmentation.noise is null")
@@ -314,11 +294,8 @@ class CascadeStage(ConditionalSuperResolution):
             raise ConfigError(
                 "model.augmentation.noise needs the level embedding: set model.net.use_aug_level=true"
             )
-        noise = {**NOISE_DEFAULTS, **as_dict(noise)}
-        betas = get_beta_schedule(
-            noise["schedule"], int(noise["num_timesteps"]), **dict(noise["schedule_kwargs"])
-        )
-        return NoiseAugmentation(betas, noise["max_level"])
+        betas = get_beta_schedule(noise.schedule, int(noise.num_timesteps), **dict(noise.schedule_kwargs))
+        return NoiseAugmentation(betas, noise.max_level)
 
     def _augment(self, lr: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training: blur a fraction of the images, draw s ~ U{0..max_level} and noise to z_s (CDM §4.2).

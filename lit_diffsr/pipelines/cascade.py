@@ -19,6 +19,7 @@ import torch
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, load_method
 from lit_diffsr.methods.classcond import ClassConditionalDiffusion
+from lit_diffsr.methods.configs import reject_unknown_keys
 from lit_diffsr.methods.super_resolution import ConditionalSuperResolution
 
 HANDOVERS = ("truncated", "non_truncated")
@@ -190,11 +191,7 @@ def build_stages(specs: Mapping[str, Mapping[str, Any]], device: str = "cpu") ->
             )
         where = f"pipeline.stages.{name}.checkpoint"
         method = load_method(spec.pop("checkpoint"), map_location=device, what=where).eval()
-        unknown = set(spec) - (set(StageOptions.__dataclass_fields__) - {"name", "method"})
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {sorted(unknown)} in pipeline.stages.{name}; allowed: checkpoint, "
-                "sampler, steps, eta, guidance_scale, aug_level, handover"
-            )
+        options = set(StageOptions.__dataclass_fields__) - {"name", "method"}
+        reject_unknown_keys(spec, {"checkpoint", *options}, f"pipeline.stages.{name}")
         stages.append(StageOptions(name=name, method=method, **spec))
     return stages

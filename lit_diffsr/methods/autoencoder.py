@@ -21,7 +21,6 @@ every step, so every checkpoint carries the value that matches its weights.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,15 +201,7 @@ class AutoencoderMethod(DiffusionMethod):
         self.net.latent_scale.fill_(1.0 / std)
 
     @torch.no_grad()
-    def sample(
-        self,
-        condition: Mapping[str, Any],
-        *,
-        seed: int | None = None,
-        steps: int | str | None = None,
-        stop_step: int | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> SampleOutput:
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
         """The reconstruction D(E(x)) of condition["hr"], from the posterior mean: deterministic, so `seed`
         changes nothing; there are no steps or options to choose."""
         if steps is not None or stop_step is not None or options:

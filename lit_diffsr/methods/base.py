@@ -32,6 +32,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 
 from lit_diffsr.errors import ConfigError, UntrustedFileError
+from lit_diffsr.methods.configs import reject_unknown_keys
 from lit_diffsr.safe_load import first_line, load_tensors
 
 log = logging.getLogger("lit_diffsr")
@@ -49,9 +50,7 @@ def as_dict(config: Any) -> dict:
 def check_options(options: Mapping[str, Any] | None, allowed: Sequence[str], method: str) -> dict:
     """The per-call `options` of a `sample` call as a dict; a key the method does not take is an error."""
     options = dict(options or {})
-    unknown = set(options) - set(allowed)
-    if unknown:
-        raise ConfigError(f"{method}.sample takes no option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    reject_unknown_keys(options, allowed, f"the options of {method}.sample")
     return options
 
 
@@ -272,6 +271,8 @@ class DiffusionMethod(L.LightningModule):
             truncated hand-over); methods without a Gaussian chain refuse it.
         options: this call's overrides of the method's sampler settings and sampling options (e.g.
             guidance_scale, eta); unknown keys are a ConfigError. Nothing is stored on the method.
+        Subclasses override it with the short signature
+        `def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput`.
         """
         raise NotImplementedError
 

@@ -7,7 +7,6 @@ classifier-free guidance (Ho & Salimans 2022: labels dropped to the null class w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +70,7 @@ class ClassConditionalDiffusion(DiffusionMethod):
         return self.diffusion.training_losses(lambda x_t, t: self.net(x_t, t, y=y), x0)
 
     @torch.no_grad()
-    def sample(
-        self,
-        condition: Mapping[str, Any],
-        *,
-        seed: int | None = None,
-        steps: int | str | None = None,
-        stop_step: int | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> SampleOutput:
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
         """Images for the labels `condition["y"]` (or as many as `condition["hr"]` holds, unconditional).
         options: guidance_scale, and the sampler's name, eta, clip_denoised."""
         options = check_options(options, ("guidance_scale", *SAMPLER_OPTIONS), type(self).__name__)

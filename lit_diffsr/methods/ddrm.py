@@ -298,15 +298,7 @@ class DDRMRestoration(DiffusionMethod):
         )
 
     @torch.no_grad()
-    def sample(
-        self,
-        condition: Mapping[str, Any],
-        *,
-        seed: int | None = None,
-        steps: int | str | None = None,
-        stop_step: int | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> SampleOutput:
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
         """The restoration of condition["hr"] degraded on the fly (labels "y", inpainting "mask"), seeded by
         `seed` (None: model.seed); extras["condition"] is the pseudo-inverse H^+ y, the degraded image at
         full size for the grid. options: eta, eta_b, clip."""

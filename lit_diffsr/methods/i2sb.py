@@ -243,15 +243,7 @@ class I2SB(DiffusionMethod):
         return self.bridge.sample(x1, predict_x0, nfe, ot_ode=ot_ode, generator=generator, mask=mask)
 
     @torch.no_grad()
-    def sample(
-        self,
-        condition: Mapping[str, Any],
-        *,
-        seed: int | None = None,
-        steps: int | str | None = None,
-        stop_step: int | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> SampleOutput:
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
         """x0 from the degraded image of `condition` ("lr", and "mask" for inpainting); `steps` is the NFE;
         options: ot_ode, clip_denoised."""
         settings, generator = self.sampling_settings(seed, steps, stop_step, options)

@@ -9,7 +9,6 @@ not supported in latent space.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -81,15 +80,7 @@ class LatentI2SB(I2SB):
         return super().compute_losses(self.latent_endpoints(batch))
 
     @torch.no_grad()
-    def sample(
-        self,
-        condition: Mapping[str, Any],
-        *,
-        seed: int | None = None,
-        steps: int | str | None = None,
-        stop_step: int | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> SampleOutput:
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
         """As `I2SB.sample`, between latents; the decoded z0 (the decoder clamps, latents are not clamped)."""
         settings, generator = self.sampling_settings(seed, steps, stop_step, options)
         x1 = self.latent_endpoints(condition)["lr"]

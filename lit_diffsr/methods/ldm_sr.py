@@ -15,7 +15,6 @@ tile (`tiling`: tile size in LR pixels, overlap; see `lit_diffsr.pipelines.tilin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -146,15 +145,7 @@ class LatentDiffusionSR(DiffusionMethod):
         return self.autoencoder.decode(latents)
 
     @torch.no_grad()
-    def sample(
-        self,
-        condition: Mapping[str, Any],
-        *,
-        seed: int | None = None,
-        steps: int | str | None = None,
-        stop_step: int | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> SampleOutput:
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
         """SR samples of `condition["lr"]` in pixels, tile by tile when it is larger than `tiling.tile_size`;
         options: the sampler's name, eta, clip_denoised."""
         if stop_step is not None:

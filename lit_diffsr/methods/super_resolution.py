@@ -10,7 +10,6 @@ SR3 §2.4; Ho et al. 2022, CDM §3). They differ in what else the network sees:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -81,14 +80,7 @@ class ConditionalSuperResolution(DiffusionMethod):
     # -- to implement ------------------------------------------------------------------------------
     sampling_options: tuple[str, ...] = SAMPLER_OPTIONS
 
-    def model_fn(
-        self,
-        cond: torch.Tensor,
-        y: torch.Tensor | None,
-        aug_level: int,
-        options: dict | None = None,
-        steps: int | str | None = None,
-    ) -> ModelFn:
+    def model_fn(self, cond, y, aug_level, options=None, steps=None) -> ModelFn:
         """model_fn(x_t, model_t) of the sampling process of `steps`, given the upsampled condition and this
         call's sampling `options` (the method's own keys of them: popped)."""
         raise NotImplementedError
@@ -134,15 +126,7 @@ class ConditionalSuperResolution(DiffusionMethod):
         return batch.get("y") if self.num_classes else None
 
     @torch.no_grad()
-    def sample(
-        self,
-        condition: Mapping[str, Any],
-        *,
-        seed: int | None = None,
-        steps: int | str | None = None,
-        stop_step: int | None = None,
-        options: Mapping[str, Any] | None = None,
-    ) -> SampleOutput:
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
         """Super-resolve `condition["lr"]` (labels `condition["y"]` for a class-conditional stage).
 
         options: the sampler's name, eta, clip_denoised; a cascade stage's guidance_scale and aug_level: with
@@ -212,14 +196,7 @@ class SR3(ConditionalSuperResolution):
         )
         return {"loss": terms["loss"].mean(), "mse": terms["mse"].mean()}
 
-    def model_fn(
-        self,
-        cond: torch.Tensor,
-        y: torch.Tensor | None,
-        aug_level: int,
-        options: dict | None = None,
-        steps: int | str | None = None,
-    ) -> ModelFn:
+    def model_fn(self, cond, y, aug_level, options=None, steps=None) -> ModelFn:
         if aug_level:
             raise ConfigError("SR3 has no conditioning augmentation: use aug_level 0 for an SR3 stage")
         levels = noise_levels_by_model_step(self.diffusion.sampling_process_for(steps)).to(cond.device)
@@ -329,14 +306,7 @@ class CascadeStage(ConditionalSuperResolution):
 
     sampling_options = (*SAMPLER_OPTIONS, "guidance_scale")
 
-    def model_fn(
-        self,
-        cond: torch.Tensor,
-        y: torch.Tensor | None,
-        aug_level: int,
-        options: dict | None = None,
-        steps: int | str | None = None,
-    ) -> ModelFn:
+    def model_fn(self, cond, y, aug_level, options=None, steps=None) -> ModelFn:
         if self.noise_augmentation is None:
             if aug_level:
                 raise ConfigError("this stage was trained without noise augmentation: use aug_level 0")

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
 from lit_diffsr.cli import available_experiments
-from lit_diffsr.metrics.image import psnr, ssim
+from lit_diffsr.metrics.image import fidelity_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,14 +47,13 @@ def restore_experiment(name: str, prior: Path, seed: int) -> dict[str, float]:
     centre = crops // 2
     batch = default_collate([dataset[photo * crops + centre] for photo in range(len(dataset.classes))])
     start = time.perf_counter()
-    restoration = method.restore(batch, seed)
+    output = method.sample(batch, seed=seed)
     seconds = time.perf_counter() - start
     target = batch["hr"]
     scores = {"sigma_y": method.sigma_y, "seconds": seconds}
-    for label, images in (("ddrm", restoration.restored), ("pinv", restoration.pseudo_inverse)):
-        images = images.clamp(-1, 1)
-        scores[f"psnr_{label}"] = psnr(images, target, (-1.0, 1.0)).mean().item()
-        scores[f"ssim_{label}"] = ssim(images, target, (-1.0, 1.0)).mean().item()
+    for label, images in (("ddrm", output.images), ("pinv", output.extras["condition"])):
+        measured = fidelity_scores(images, target)
+        scores.update({f"{name}_{label}": value.mean().item() for name, value in measured.items()})
     return scores
 
 

@@ -20,7 +20,7 @@ import torch
 
 from benchmarks.common import interleaved, load_average, markdown_table, median, spread, write_results
 from lit_diffsr.methods.ldm_sr import LatentDiffusionSR
-from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.methods.sampling import Diffusion
 from lit_diffsr.nets import UNet
 from lit_diffsr.ops.resize import upsample_bicubic
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             sampler=sampler,
         )
     pixel_net = UNet(args.size, cond_channels=3, attention_resolutions=attention, **UNET)
-    pixel_setup = DiffusionSetup(DIFFUSION, dict(sampler))
+    pixel_setup = Diffusion(DIFFUSION, dict(sampler))
 
     hr = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
     lr = torch.nn.functional.avg_pool2d(hr, args.scale)

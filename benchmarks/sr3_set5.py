@@ -104,7 +104,7 @@ def centre(image: torch.Tensor, size: int, multiple: int = 1) -> torch.Tensor:
 
 
 def evaluate(
-    method: SR3, folder: Path, seed: int, crop: int
+    method: SR3, folder: Path, seed: int, crop: int, steps: str
 ) -> tuple[dict[str, list[float]], list[torch.Tensor]]:
     scores = {name: [] for name in ("bicubic_psnr", "bicubic_ssim", "sr3_psnr", "sr3_ssim")}
     crops = []
@@ -114,7 +114,7 @@ def evaluate(
         bicubic = to_model_range(lr_image.convert("RGB").resize(hr_image.size, Image.Resampling.BICUBIC))
         # The same region of every image: LR crops on the LR grid, HR crops that region times 4.
         lr = centre(to_model_range(lr_image), crop // SCALE)
-        sample = method.sample(lr, seed=seed)
+        sample = method.sample({"lr": lr}, seed=seed, steps=steps).images
         hr = centre(to_model_range(hr_image), crop, SCALE)
         bicubic = centre(bicubic, crop, SCALE)
         for name, prediction in (("bicubic", bicubic), ("sr3", sample)):
@@ -151,7 +151,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     torch.set_num_threads(args.threads)
     method, steps = train(args.cpu_minutes, args.seed)
-    method.setup_diffusion.set_sampling_steps(args.steps)
     lines = [
         "# SR3 x4 on Set5 / Set14 after a fixed CPU budget",
         "",
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     all_crops = []
     with torch.no_grad():
         for name, folder in folders.items():
-            scores, crops = evaluate(method, folder, args.seed, args.crop)
+            scores, crops = evaluate(method, folder, args.seed, args.crop, args.steps)
             all_crops += crops[:3]
             means = {key: float(np.mean(values)) for key, values in scores.items()}
             lines.append(

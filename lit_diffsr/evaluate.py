@@ -36,7 +36,7 @@ from lit_diffsr.metrics.fid import (
     InceptionFeatures,
     kernel_inception_distance,
 )
-from lit_diffsr.metrics.image import SSIM_WINDOW, psnr, rgb_to_grey, sr_consistency, ssim
+from lit_diffsr.metrics.image import SSIM_WINDOW, fidelity_scores, rgb_to_grey, sr_consistency
 from lit_diffsr.metrics.perceptual import PerceptualDistance
 from lit_diffsr.metrics.weights import FETCH_COMMAND, MissingWeightError
 
@@ -226,10 +226,8 @@ def evaluate_folders(
         pred, ref = _match_channels(pred, ref, y_channel)
         row: dict[str, float | str] = {"name": stem}
         try:
-            if "psnr" in wanted:
-                row[f"psnr{suffix}"] = psnr(pred, ref, (-1.0, 1.0), y_channel=y_channel, shave=scale).item()
-            if "ssim" in wanted:
-                row[f"ssim{suffix}"] = ssim(pred, ref, (-1.0, 1.0), y_channel=y_channel, shave=scale).item()
+            scores = fidelity_scores(pred, ref, shave=scale, y_channel=y_channel, metrics=wanted)
+            row.update({f"{name}{suffix}": score.item() for name, score in scores.items()})
             if perceptual is not None:
                 row["lpips"] = perceptual(pred, ref).item()
             if lrs is not None and scale > 1:

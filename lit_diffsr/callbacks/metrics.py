@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric, Metric
 
 from lit_diffsr.metrics.fid import FEATURE_DIM, FIDStatistics, FIDStatsCache, InceptionFeatures, RealStatsKey
-from lit_diffsr.metrics.image import SSIM_WINDOW, psnr, sr_consistency, ssim
+from lit_diffsr.metrics.image import fidelity_scores, sr_consistency
 from lit_diffsr.metrics.perceptual import PerceptualDistance
 
 STAGES = {"validation": "val", "test": "test"}  # Lightning stage -> metric name prefix
@@ -109,15 +109,10 @@ class ImageMetrics(L.Callback):
         if scale is None:
             scale = target.shape[-1] // batch["lr"].shape[-1] if batch.get("lr") is not None else 1
         shave = scale if self.shave is None else self.shave
-        values = {}
         # Tiny (smoke-test) images may leave no pixels after the shave, or too few for SSIM's window.
-        kept = min(target.shape[-2:]) - 2 * shave
-        if kept > 0:
-            values["psnr"] = psnr(samples, target, (-1.0, 1.0), shave=shave)
-            values["psnr_y"] = psnr(samples, target, (-1.0, 1.0), y_channel=True, shave=shave)
-        if kept >= SSIM_WINDOW:
-            values["ssim"] = ssim(samples, target, (-1.0, 1.0), shave=shave)
-            values["ssim_y"] = ssim(samples, target, (-1.0, 1.0), y_channel=True, shave=shave)
+        values = fidelity_scores(samples, target, shave=shave)
+        luma = fidelity_scores(samples, target, shave=shave, y_channel=True)
+        values.update({f"{name}_y": score for name, score in luma.items()})
         if self.lpips is not None:
             values["lpips"] = self.lpips.to(samples.device)(samples, target)
         if scale > 1 and batch.get("lr") is not None:

@@ -64,7 +64,8 @@ def model_step(trainer: L.Trainer, pl_module: L.LightningModule) -> int:
 class SampleGrid(L.Callback):
     """Saves `<dirpath>/val_stepNNNNNNNN.png` (`test_step...` for `test`; the step of the weights, see
     `model_step`) from the samples the method returns for its first batches, and logs it. Rows: condition |
-    samples | target when the batch has a condition (SR, restoration), originals | reconstructions for a
+    samples | target when there is a condition (the outputs' "condition", else the batch's "lr"),
+    originals | reconstructions for a
     method with `grid_shows_originals` (the autoencoder), else the samples alone; at most 8 images a row.
     With `write_test_images`, `test` also writes each returned sample as `<dirpath>/<name>.png`."""
 
@@ -82,9 +83,11 @@ class SampleGrid(L.Callback):
         if not outputs or "samples" not in outputs or shown >= self.max_images:
             return
         samples = outputs["samples"]
-        if "lr" in batch and batch["lr"].shape[1] == samples.shape[1]:
+        # The method's own picture of its input (DDRM: H^+ y), else the batch's low-resolution image.
+        condition = outputs.get("condition", batch.get("lr"))
+        if condition is not None and condition.shape[1] == samples.shape[1]:
             condition = torch.nn.functional.interpolate(
-                batch["lr"].float(), size=samples.shape[-2:], mode="nearest"
+                condition.float(), size=samples.shape[-2:], mode="nearest"
             )
             self._rows.append([to_unit(condition), to_unit(samples), to_unit(batch["hr"])])
         elif getattr(pl_module, "grid_shows_originals", False):

@@ -28,29 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.base import DiffusionMethod, as_dict, build_net, load_method
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, build_net, load_method
+from lit_diffsr.methods.configs import AutoencoderLossConfig, DiscriminatorConfig, settings
 from lit_diffsr.nets.autoencoder import AutoencoderKL, FrozenAutoencoder, PatchDiscriminator
-
-LOSS_DEFAULTS = {
-    "kl_weight": 1.0e-6,
-    "perceptual_weight": 1.0,
-    "perceptual_net": "vgg",
-    "perceptual_weights": None,
-}
-DISCRIMINATOR_DEFAULTS = {
-    "start_step": 50001,
-    "weight": 0.5,
-    "channels": 64,
-    "num_layers": 3,
-    "norm_groups": 32,
-}
-
-
-def _with_defaults(defaults: dict, given: dict, key: str) -> dict:
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in model.{key}; allowed: {sorted(defaults)}")
-    return {**defaults, **given}
 
 
 def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -95,15 +75,13 @@ class AutoencoderMethod(DiffusionMethod):
         if not 0.0 <= scale_momentum < 1.0:
             raise ConfigError(f"model.scale_momentum={scale_momentum} must lie in [0, 1)")
         self.automatic_optimization = False
-        self.loss_weights = _with_defaults(LOSS_DEFAULTS, loss, "loss")
+        self.loss_weights = settings(AutoencoderLossConfig, loss, "loss")
         self.gradient_clip = gradient_clip
         self.scale_momentum = scale_momentum
         self.discriminator_options = None
         self.discriminator = None
         if discriminator:
-            self.discriminator_options = _with_defaults(
-                DISCRIMINATOR_DEFAULTS, discriminator, "discriminator"
-            )
+            self.discriminator_options = settings(DiscriminatorConfig, discriminator, "discriminator")
             options = self.discriminator_options
             self.discriminator = PatchDiscriminator(
                 self.net.in_channels, options["channels"], options["num_layers"], options["norm_groups"]
@@ -222,9 +200,14 @@ class AutoencoderMethod(DiffusionMethod):
         self.net.latent_scale.fill_(1.0 / std)
 
     @torch.no_grad()
-    def generate(self, batch: dict) -> torch.Tensor:
-        """The reconstruction D(E(x)) of batch["hr"], from the posterior mean."""
-        return self.net(batch["hr"], sample_posterior=False)[0].clamp(-1.0, 1.0)
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
+        """The reconstruction D(E(x)) of condition["hr"], from the posterior mean: deterministic, so `seed`
+        changes nothing; there are no steps or options to choose."""
+        if steps is not None or stop_step is not None or options:
+            raise ConfigError(
+                "AutoencoderMethod reconstructs in one pass: it takes no steps, stop_step or options"
+            )
+        return SampleOutput(self.net(condition["hr"], sample_posterior=False)[0].clamp(-1.0, 1.0))
 
 
 def frozen_autoencoder(checkpoint: str | Path | None, config: Any = None) -> FrozenAutoencoder:

@@ -1,10 +1,12 @@
 """Shared plumbing of every method: optimiser with warm-up, loss logging, validation samples, RNG state.
 
-A method subclasses `DiffusionMethod` and implements two things only:
+A method subclasses `DiffusionMethod` and implements
 - `compute_losses(batch) -> dict` of per-batch scalars with a "loss" key (the one that is optimised);
-- `generate(batch) -> Tensor` in [-1, 1] shaped like the images the method produces for that batch.
-Everything else (logging, sampling a few validation batches for metrics and grids, predict outputs,
-checkpointed RNG state for exact resume) lives here so methods stay thin.
+- `sample(condition, *, seed, steps, stop_step, options) -> SampleOutput`: the one sampling contract
+  (see `DiffusionMethod.sample`), used by validation, test, predict, the cascade and the benchmarks;
+and, where it needs them, Lightning's `setup` (checks against the data) or its own `training_step`
+(the autoencoder's two optimisers). Everything else (logging, sampling a few validation batches for metrics
+and grids, predict outputs, checkpointed RNG state for exact resume) lives here so methods stay thin.
 EMA is Lightning's `EMAWeightAveraging` callback: it swaps the averaged weights in for validation and
 writes them as the checkpoint's `state_dict`, so `load_from_checkpoint` and predict use EMA weights.
 """
@@ -18,6 +20,7 @@ import os
 import pkgutil
 import random
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 
 from lit_diffsr.errors import ConfigError, UntrustedFileError
+from lit_diffsr.methods.configs import reject_unknown_keys
 from lit_diffsr.safe_load import first_line, load_tensors
 
 log = logging.getLogger("lit_diffsr")
@@ -41,6 +45,28 @@ def as_dict(config: Any) -> dict:
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
     return dict(config)
+
+
+def check_options(options: Mapping[str, Any] | None, allowed: Sequence[str], method: str) -> dict:
+    """The per-call `options` of a `sample` call as a dict; a key the method does not take is an error."""
+    options = dict(options or {})
+    reject_unknown_keys(options, allowed, f"the options of {method}.sample")
+    return options
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    """What `DiffusionMethod.sample` returns.
+
+    images: (B, C, H, W) samples in [-1, 1] (x_s, noisy and unclipped, when `stop_step` truncated the chain);
+    extras: further images for the callbacks, e.g. "condition": the degraded input at the output size that
+        `SampleGrid` shows in its first row (DDRM's pseudo-inverse H^+ y);
+    scores: per-batch scalars the method measured itself (logged as `<stage>/<name>` at validation / test).
+    """
+
+    images: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def build_net(net: Any) -> torch.nn.Module:
@@ -226,8 +252,33 @@ class DiffusionMethod(L.LightningModule):
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def generate(self, batch: dict) -> torch.Tensor:
+    def sample(
+        self,
+        condition: Mapping[str, Any],
+        *,
+        seed: int | None = None,
+        steps: int | str | None = None,
+        stop_step: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> SampleOutput:
+        """Samples for one batch: the one sampling contract of every method.
+
+        condition: the batch keys the method conditions on ("lr", "y", "mask"; "hr" where the method
+            degrades it itself, as DDRM, or needs only the batch size); other keys are ignored.
+        seed: seeds this call's noise (None: the method's configured seed, else the global RNG).
+        steps: this call's sampling steps (respacing or NFE); None keeps the configured ones.
+        stop_step: end the reverse chain at this step of the sampling process and return x_s (a cascade's
+            truncated hand-over); methods without a Gaussian chain refuse it.
+        options: this call's overrides of the method's sampler settings and sampling options (e.g.
+            guidance_scale, eta); unknown keys are a ConfigError. Nothing is stored on the method.
+        Subclasses override it with the short signature
+        `def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput`.
+        """
         raise NotImplementedError
+
+    def generate(self, batch: dict) -> torch.Tensor:
+        """The samples of a data batch (its "seed" seeds them): what validation and predict use."""
+        return self.sample(batch, seed=batch.get("seed")).images
 
     # -- shared helpers ------------------------------------------------------------------------------
     @property
@@ -284,20 +335,28 @@ class DiffusionMethod(L.LightningModule):
         self.log("loss", losses["loss"], logger=False, batch_size=len(batch["hr"]))
         return losses["loss"]
 
-    def _evaluation_step(self, stage: str, batch: dict, batch_idx: int) -> dict | None:
+    def evaluation_step(self, stage: str, batch: dict, batch_idx: int) -> dict | None:
+        """Log the losses of every batch; sample the first `val_sample_batches` for the callbacks."""
         losses = self.compute_losses(batch)
         self.log_dict(
             {f"{stage}/{k}": v for k, v in losses.items()}, sync_dist=True, batch_size=len(batch["hr"])
         )
         if batch_idx < self.val_sample_batches:
-            return {"samples": self.generate(batch)}
+            return self.outputs_for_callbacks(stage, self.sample(batch, seed=batch.get("seed")))
         return None
 
+    def outputs_for_callbacks(self, stage: str, output: SampleOutput) -> dict:
+        """{"samples": images, **extras} for the metric and grid callbacks; the method's own scores logged."""
+        if output.scores:
+            scores = {f"{stage}/{name}": value for name, value in output.scores.items()}
+            self.log_dict(scores, sync_dist=True, batch_size=len(output.images))
+        return {"samples": output.images, **output.extras}
+
     def validation_step(self, batch: dict, batch_idx: int) -> dict | None:
-        return self._evaluation_step("val", batch, batch_idx)
+        return self.evaluation_step("val", batch, batch_idx)
 
     def test_step(self, batch: dict, batch_idx: int) -> dict | None:
-        return self._evaluation_step("test", batch, batch_idx)
+        return self.evaluation_step("test", batch, batch_idx)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         return {"samples": self.generate(batch), "names": list(batch["name"])}

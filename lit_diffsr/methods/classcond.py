@@ -13,15 +13,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from lit_diffsr.diffusion import classifier_free_guidance, drop_labels
-from lit_diffsr.methods.base import DiffusionMethod, as_dict
-from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.diffusion import drop_labels
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options
+from lit_diffsr.methods.sampling import SAMPLER_OPTIONS, Diffusion, label_guided
 from lit_diffsr.nets import diffusers_unet
 
 
 class ClassConditionalDiffusion(DiffusionMethod):
     """`net` is a UNet config (its `num_classes` = `num_classes`); `diffusion` and `sampler` as in
-    `lit_diffsr.methods.sampling.DiffusionSetup`; `predict`: num_samples, labels (list or null = random),
+    `lit_diffsr.methods.sampling.Diffusion`; `predict`: num_samples, labels (list or null = random),
     batch_size, seed — what `python -m lit_diffsr predict` generates."""
 
     def __init__(
@@ -39,7 +39,7 @@ class ClassConditionalDiffusion(DiffusionMethod):
         super().__init__(net, optim=optim, val_sample_batches=val_sample_batches)
         net, diffusion, sampler, optim, predict = map(as_dict, (net, diffusion, sampler, optim, predict))
         self.save_hyperparameters()  # plain containers: checkpoints load with weights_only=True
-        self.setup_diffusion = DiffusionSetup(diffusion, sampler)
+        self.diffusion = Diffusion(diffusion, sampler)
         self.num_classes = num_classes
         self.label_dropout = label_dropout
         self.guidance_scale = guidance_scale
@@ -67,24 +67,25 @@ class ClassConditionalDiffusion(DiffusionMethod):
         x0, y = batch["hr"], batch.get("y") if self.num_classes else None
         if y is not None and self.training and self.label_dropout > 0:
             y = drop_labels(y, self.null_class, self.label_dropout)
-        return self.setup_diffusion.training_losses(lambda x_t, t: self.net(x_t, t, y=y), x0)
+        return self.diffusion.training_losses(lambda x_t, t: self.net(x_t, t, y=y), x0)
 
     @torch.no_grad()
-    def generate(self, batch: dict) -> torch.Tensor:
-        y = batch.get("y") if self.num_classes else None
-        shape = (
-            len(batch["y"] if "y" in batch else batch["hr"]),
-            self.net.in_channels,
-            self.net.image_size,
-            self.net.image_size,
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
+        """Images for the labels `condition["y"]` (or as many as `condition["hr"]` holds, unconditional).
+        options: guidance_scale, and the sampler's name, eta, clip_denoised."""
+        options = check_options(options, ("guidance_scale", *SAMPLER_OPTIONS), type(self).__name__)
+        guidance_scale = float(options.pop("guidance_scale", self.guidance_scale))
+        count = len(condition["y"] if "y" in condition else condition["hr"])
+        y = condition.get("y") if self.num_classes else None
+        y = None if y is None else y.to(self.device)
+        model_fn = label_guided(
+            lambda x, t, labels: self.net(x, t, y=labels), y, self.null_class, guidance_scale
         )
-        if y is not None and self.guidance_scale != 1.0:
-            model_fn = classifier_free_guidance(
-                lambda x, t, labels: self.net(x, t, y=labels), y, self.null_class, self.guidance_scale
-            )
-        else:
-            model_fn = lambda x, t: self.net(x, t, y=y)
-        return self.setup_diffusion.sample(model_fn, shape, device=self.device, seed=batch.get("seed"))
+        shape = (count, self.net.in_channels, self.net.image_size, self.net.image_size)
+        images = self.diffusion.sample(
+            model_fn, shape, self.device, seed, steps=steps, stop_step=stop_step, overrides=options
+        )
+        return SampleOutput(images)
 
     # `predict` without a DataModule: batches of class labels (given, or drawn with a fixed seed).
     def predict_dataloader(self):

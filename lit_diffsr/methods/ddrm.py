@@ -8,7 +8,7 @@ sample grid (`SampleGrid`) shows rows degraded (H^+ y) | restored | original.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,9 +31,10 @@ from lit_diffsr.diffusion import (
     uniform_kernel,
 )
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.base import DiffusionMethod, as_dict, load_method
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options, load_method
 from lit_diffsr.methods.classcond import ClassConditionalDiffusion
-from lit_diffsr.metrics.image import SSIM_WINDOW, psnr, ssim
+from lit_diffsr.methods.configs import DDRMSamplerConfig, reject_unknown_keys, settings
+from lit_diffsr.metrics.image import fidelity_scores
 from lit_diffsr.nets.adm_import import pretrained_hint
 
 # model.operator: the keys of each type, with their defaults. singular_threshold zeroes 1-D singular
@@ -48,7 +49,6 @@ OPERATORS: dict[str, dict[str, Any]] = {
     "colorize": {},
     "inpaint": {},  # the mask is the batch's "mask" (1 = observed): add a mask step to data.degradation
 }
-SAMPLER_DEFAULTS = {"steps": 20, "eta": 0.85, "eta_b": 1.0, "clip": True}
 
 
 INPAINT_MASK_HINT = (
@@ -63,12 +63,7 @@ def operator_params(operator: dict) -> tuple[str, dict[str, Any]]:
     kind = spec.pop("type", None)
     if kind not in OPERATORS:
         raise ConfigError(f"model.operator.type={kind!r}; use one of {', '.join(OPERATORS)}")
-    unknown = set(spec) - set(OPERATORS[kind])
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {sorted(unknown)} in model.operator for type {kind!r}; "
-            f"allowed: {sorted(OPERATORS[kind])}"
-        )
+    reject_unknown_keys(spec, OPERATORS[kind], f"model.operator for type {kind!r}")
     return kind, {**OPERATORS[kind], **spec}
 
 
@@ -122,13 +117,14 @@ class DDRMRestoration(DiffusionMethod):
     """Restores y = H x + σ_y z with the prior saved at `prior_ckpt` (Kawar et al. 2022).
 
     Args:
-        prior_ckpt: checkpoint of any trained method whose `setup_diffusion.process` is a GaussianDiffusion
+        prior_ckpt: checkpoint of any trained method whose `diffusion.process` is a GaussianDiffusion
             and whose net is unconditional or class-conditional (ε, x_0 or v prediction, any variance),
             e.g. a published one made by `python -m lit_diffsr convert`, or a diffusers UNet2DModel folder.
         operator: {"type": one of OPERATORS, ...its keys}: which H.
         sigma_y: σ_y, the std of the measurement noise (images in [-1, 1]).
         sampler: steps (network evaluations, skipping uniformly through the prior's T steps), eta (η),
-            eta_b (η_b), clip (clamp x_θ to [-1, 1]); defaults 20, 0.85, 1.0, true (the paper's).
+            eta_b (η_b), clip (clamp x_θ to [-1, 1]); defaults 20, 0.85, 1.0 (the paper's) and true (ours:
+            the reference code does not clip; images in [-1, 1] make clamping a safe default).
         use_class_labels: pass the batch's "y" to a class-conditional prior; else (or without "y") the
             null class. The labels must be the prior's (the demo data's are the quickstart prior's).
         seed: seeds z and the sampler's noise; batch i of process r uses seed + i · world_size + r.
@@ -165,25 +161,25 @@ class DDRMRestoration(DiffusionMethod):
         if sigma_y < 0:
             raise ConfigError(f"model.sigma_y={sigma_y} must be >= 0")
         self.sigma_y, self.use_class_labels, self.seed = float(sigma_y), use_class_labels, int(seed)
-        unknown = set(sampler) - set(SAMPLER_DEFAULTS)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {sorted(unknown)} in model.sampler; allowed: {sorted(SAMPLER_DEFAULTS)}"
-            )
-        self.sampler = {**SAMPLER_DEFAULTS, **sampler}
-        try:
-            self.timesteps = ddrm_timesteps(diffusion.num_timesteps, int(str(self.sampler["steps"])))
-        except ValueError as error:
-            raise ConfigError(
-                f"model.sampler.steps={self.sampler['steps']!r} must be a whole number of DDRM "
-                f"steps in [1, {diffusion.num_timesteps}] (the prior's T)"
-            ) from error
+        self.sampler = settings(DDRMSamplerConfig, sampler, "sampler")
+        self.timesteps = self.skipped_timesteps(self.sampler["steps"])
         self.operator_spec = operator
         kind, _ = operator_params(operator)
         # Every H but inpainting's (its mask comes with each batch) is fixed: built once.
         self.fixed_operator = (
             None if kind == "inpaint" else build_operator(operator, self.channels, self.image_size)
         )
+
+    def skipped_timesteps(self, steps: int | str) -> torch.Tensor:
+        """The prior's steps DDRM visits for `steps` network evaluations (uniform skips)."""
+        total = self.prior_diffusion.num_timesteps
+        try:
+            return ddrm_timesteps(total, int(str(steps)))
+        except ValueError as error:
+            raise ConfigError(
+                f"model.sampler.steps={steps!r} must be a whole number of DDRM steps in [1, {total}] "
+                "(the prior's T)"
+            ) from error
 
     # -- restoration ---------------------------------------------------------------------------------
     def operators(self, batch: dict) -> Iterator[tuple[torch.Tensor, SVDOperator]]:
@@ -241,8 +237,13 @@ class DDRMRestoration(DiffusionMethod):
             )
 
     @torch.no_grad()
-    def restore(self, batch: dict, seed: int) -> Restoration:
-        """Degrade batch["hr"] (y = H x + σ_y z, Kawar et al. 2022 eq. 1) and restore it (eq. 7-8)."""
+    def restore(
+        self, batch: Mapping, seed: int, steps: int | str | None = None, options: Mapping | None = None
+    ) -> Restoration:
+        """Degrade batch["hr"] (y = H x + σ_y z, Kawar et al. 2022 eq. 1) and restore it (eq. 7-8) with
+        `steps` network evaluations and `options` (eta, eta_b, clip) over model.sampler."""
+        settings = {**self.sampler, **check_options(options, ("eta", "eta_b", "clip"), type(self).__name__)}
+        timesteps = self.timesteps if steps is None else self.skipped_timesteps(steps)
         images = batch["hr"]
         self.check_images(images)
         labels = self.class_labels(batch)
@@ -261,11 +262,11 @@ class DDRMRestoration(DiffusionMethod):
                 self.sigma_y,
                 self.eps_fn(None if labels is None else labels[index]),
                 self.prior_diffusion.alphas_cumprod,
-                self.timesteps,
-                eta=self.sampler["eta"],
-                eta_b=self.sampler["eta_b"],
+                timesteps,
+                eta=settings["eta"],
+                eta_b=settings["eta_b"],
                 generator=generator,
-                clip=self.sampler["clip"],
+                clip=settings["clip"],
             )
         return Restoration(restored, pseudo_inverse)
 
@@ -296,31 +297,29 @@ class DDRMRestoration(DiffusionMethod):
             "DDRM has no training loss: it restores with a trained prior (validate / test / predict)"
         )
 
-    def generate(self, batch: dict) -> torch.Tensor:
-        return self.restore(batch, batch.get("seed", self.seed)).restored.clamp(-1, 1)
+    @torch.no_grad()
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
+        """The restoration of condition["hr"] degraded on the fly (labels "y", inpainting "mask"), seeded by
+        `seed` (None: model.seed); extras["condition"] is the pseudo-inverse H^+ y, the degraded image at
+        full size for the grid. options: eta, eta_b, clip."""
+        if stop_step is not None:
+            raise ConfigError("DDRM has no stop_step: it restores to x_0")
+        restoration = self.restore(condition, self.seed if seed is None else seed, steps, options)
+        return SampleOutput(
+            restoration.restored.clamp(-1, 1), extras={"condition": restoration.pseudo_inverse.clamp(-1, 1)}
+        )
 
-    def _restore_and_score(self, stage: str, batch: dict, batch_idx: int) -> dict:
+    def evaluation_step(self, stage: str, batch: dict, batch_idx: int) -> dict:
         """Restore every batch; log PSNR / SSIM of DDRM and of the pseudo-inverse baseline H^+ y."""
-        restoration = self.restore(batch, self.batch_seed(batch_idx))
-        restored = restoration.restored.clamp(-1, 1)
-        pseudo_inverse = restoration.pseudo_inverse.clamp(-1, 1)
+        output = self.sample(batch, seed=self.batch_seed(batch_idx))
         scores = {}
-        for suffix, images in (("", restored), ("_pinv", pseudo_inverse)):
-            scores[f"{stage}/psnr{suffix}"] = psnr(images, batch["hr"], (-1.0, 1.0)).mean()
-            if min(images.shape[-2:]) >= SSIM_WINDOW:  # SSIM's Gaussian window must fit in the image
-                scores[f"{stage}/ssim{suffix}"] = ssim(images, batch["hr"], (-1.0, 1.0)).mean()
-        self.log_dict(scores, sync_dist=True, batch_size=len(restored))
-        batch["lr"] = pseudo_inverse  # SampleGrid's first row: the degraded image H^+ y at full size
-        return {"samples": restored}
-
-    def validation_step(self, batch: dict, batch_idx: int) -> dict:
-        return self._restore_and_score("val", batch, batch_idx)
-
-    def test_step(self, batch: dict, batch_idx: int) -> dict:
-        return self._restore_and_score("test", batch, batch_idx)
+        for suffix, images in (("", output.images), ("_pinv", output.extras["condition"])):
+            measured = fidelity_scores(images, batch["hr"])  # SSIM only where its window fits the image
+            scores.update({f"{name}{suffix}": value.mean() for name, value in measured.items()})
+        return self.outputs_for_callbacks(stage, SampleOutput(output.images, output.extras, scores))
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        restored = self.restore(batch, self.batch_seed(batch_idx)).restored.clamp(-1, 1)
+        restored = self.sample(batch, seed=self.batch_seed(batch_idx)).images
         return {"samples": restored, "names": list(batch["name"])}
 
 
@@ -348,12 +347,12 @@ def load_prior(prior_ckpt: str | None) -> DiffusionMethod:
 
 def prior_diffusion(prior: DiffusionMethod, where: str) -> GaussianDiffusion:
     """The prior's training GaussianDiffusion, after checking DDRM can use its network."""
-    process = getattr(getattr(prior, "setup_diffusion", None), "process", None)
+    process = getattr(getattr(prior, "diffusion", None), "process", None)
     net = getattr(prior, "net", None)
     if not isinstance(process, GaussianDiffusion) or net is None:
         raise ConfigError(
             f"{where}: a {type(prior).__name__} is not a Gaussian-diffusion prior; DDRM "
-            "needs a method with a net and setup_diffusion.process (e.g. one trained with "
+            "needs a method with a net and diffusion.process (e.g. one trained with "
             "experiment=quickstart)"
         )
     for attribute in ("image_size", "in_channels"):

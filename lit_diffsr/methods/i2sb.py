@@ -13,6 +13,7 @@ With `cond_x1` the network also sees x1 (concatenated to x_t through the UNet's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,14 +21,11 @@ import torch.nn.functional as F
 
 from lit_diffsr.diffusion import SchrodingerBridge
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.base import DiffusionMethod, as_dict
-from lit_diffsr.methods.sampling import merge_config
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options
+from lit_diffsr.methods.configs import BridgeConfig, BridgeSamplerConfig, settings
 from lit_diffsr.nets.loading import check_init_file, load_net_weights
 from lit_diffsr.ops.resize import upsample_bicubic
 
-BRIDGE_DEFAULTS = {"n_steps": 1000, "beta_max": 0.3, "beta_min": 1e-4}
-# steps: NFE; ot_ode: deterministic bridge (training and sampling, as I²SB's --ot-ode); seed: sampling noise.
-SAMPLER_DEFAULTS = {"steps": 100, "ot_ode": False, "clip_denoised": False, "seed": None}
 X1_UPSAMPLING = ("bicubic", "nearest")
 # The network's time input: the step n, or NVlabs' noise_levels[n] = N * linspace(1e-4, 1, N)[n] (I²SB's
 # runner / network code), which their released checkpoints were trained with.
@@ -74,10 +72,10 @@ class I2SB(DiffusionMethod):
         if x1_upsample not in X1_UPSAMPLING:
             raise ConfigError(f"model.x1_upsample={x1_upsample!r}; use one of {', '.join(X1_UPSAMPLING)}")
         try:
-            self.bridge = SchrodingerBridge(**merge_config(BRIDGE_DEFAULTS, bridge, "bridge"))
+            self.bridge = SchrodingerBridge(**settings(BridgeConfig, bridge, "bridge"))
         except ValueError as error:
             raise ConfigError(f"model.bridge: {error}") from None
-        self.sampler = merge_config(SAMPLER_DEFAULTS, sampler, "sampler")
+        self.sampler = settings(BridgeSamplerConfig, sampler, "sampler")
         self.set_sampling_steps(self.sampler["steps"])
         self.cond_x1 = cond_x1
         self.x1_upsample = x1_upsample
@@ -100,7 +98,11 @@ class I2SB(DiffusionMethod):
             self.set_time_input(saved)
 
     def set_sampling_steps(self, steps: int | str) -> None:
-        """Use `steps` network evaluations (NFE) per sample, 1 to N-1."""
+        """Use `steps` network evaluations (NFE) per sample by default."""
+        self.sampler["steps"] = self.checked_nfe(steps)
+
+    def checked_nfe(self, steps: int | str) -> int:
+        """`steps` as a number of network evaluations (NFE), 1 to N-1."""
         try:
             nfe = int(steps)
         except (TypeError, ValueError):
@@ -109,7 +111,7 @@ class I2SB(DiffusionMethod):
             raise ConfigError(
                 f"model.sampler.steps={steps!r} must be an integer NFE in [1, {self.bridge.n_steps - 1}]"
             )
-        self.sampler["steps"] = nfe
+        return nfe
 
     def initialises_from_file(self) -> bool:
         """A fresh fit (not a resume) with model.init_from set."""
@@ -172,25 +174,44 @@ class I2SB(DiffusionMethod):
         missing = (1 - mask).expand_as(squared_error)
         return {"loss": (squared_error * missing).sum() / missing.sum().clamp_min(1.0)}
 
-    @torch.no_grad()
-    def sample_generator(self, batch: dict) -> torch.Generator | None:
-        """The sampling noise's generator: seeded by the batch's "seed", else model.sampler.seed."""
-        seed = batch.get("seed", self.sampler["seed"])
-        return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+    def sampling_settings(
+        self, seed: int | None, steps: int | str | None, stop_step: int | None, options: Mapping | None
+    ) -> tuple[dict, torch.Generator | None]:
+        """This call's sampler settings (model.sampler with `steps` and `options` over it) and the noise's
+        generator (`seed`, else model.sampler.seed, else the global RNG)."""
+        if stop_step is not None:
+            raise ConfigError(f"{type(self).__name__} samples a bridge, not a Gaussian chain: no stop_step")
+        options = check_options(options, ("ot_ode", "clip_denoised"), type(self).__name__)
+        settings = {**self.sampler, **options}
+        if steps is not None:
+            settings["steps"] = self.checked_nfe(steps)
+        seed = settings["seed"] if seed is None else seed
+        generator = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+        return settings, generator
 
     def sample_x0(
-        self, x1: torch.Tensor, generator=None, mask=None, clip: float | None = None
+        self,
+        x1: torch.Tensor,
+        generator: torch.Generator | None = None,
+        mask: torch.Tensor | None = None,
+        clip: float | None = None,
+        settings: dict | None = None,
     ) -> torch.Tensor:
-        """I2SB sampling (Liu et al. 2023, Alg. 2) from x1 over model.sampler.steps NFE, unclamped."""
+        """I2SB sampling (Liu et al. 2023, Alg. 2) from x1 over settings["steps"] NFE (default model.sampler),
+        unclamped."""
 
         def predict_x0(x_n: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
             return self.bridge.predict_x0(step, x_n, self.network_output(x_n, step, x1), clip=clip)
 
-        nfe, ot_ode = self.sampler["steps"], self.sampler["ot_ode"]
+        settings = settings or self.sampler
+        nfe, ot_ode = settings["steps"], settings["ot_ode"]
         return self.bridge.sample(x1, predict_x0, nfe, ot_ode=ot_ode, generator=generator, mask=mask)
 
-    def generate(self, batch: dict) -> torch.Tensor:
-        generator = self.sample_generator(batch)
-        x1, mask = self.degraded_endpoint(batch, generator)
-        clip = 1.0 if self.sampler["clip_denoised"] else None
-        return self.sample_x0(x1, generator, mask, clip).clamp(-1.0, 1.0)
+    @torch.no_grad()
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
+        """x0 from the degraded image of `condition` ("lr", and "mask" for inpainting); `steps` is the NFE;
+        options: ot_ode, clip_denoised."""
+        settings, generator = self.sampling_settings(seed, steps, stop_step, options)
+        x1, mask = self.degraded_endpoint(condition, generator)
+        clip = 1.0 if settings["clip_denoised"] else None
+        return SampleOutput(self.sample_x0(x1, generator, mask, clip, settings).clamp(-1.0, 1.0))

@@ -15,7 +15,7 @@ import torch
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.autoencoder import frozen_autoencoder
-from lit_diffsr.methods.base import as_dict
+from lit_diffsr.methods.base import SampleOutput, as_dict
 from lit_diffsr.methods.i2sb import I2SB
 from lit_diffsr.methods.ldm_sr import latent_net
 
@@ -80,7 +80,9 @@ class LatentI2SB(I2SB):
         return super().compute_losses(self.latent_endpoints(batch))
 
     @torch.no_grad()
-    def generate(self, batch: dict) -> torch.Tensor:
-        x1 = self.latent_endpoints(batch)["lr"]
-        # No clamping of latents: the decoder's output is clamped.
-        return self.autoencoder.decode(self.sample_x0(x1, self.sample_generator(batch)))
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
+        """As `I2SB.sample`, between latents; the decoded z0 (the decoder clamps, latents are not clamped)."""
+        settings, generator = self.sampling_settings(seed, steps, stop_step, options)
+        x1 = self.latent_endpoints(condition)["lr"]
+        clip = 1.0 if settings["clip_denoised"] else None
+        return SampleOutput(self.autoencoder.decode(self.sample_x0(x1, generator, None, clip, settings)))

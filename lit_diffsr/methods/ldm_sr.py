@@ -22,14 +22,14 @@ import torch.nn.functional as F
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.autoencoder import frozen_autoencoder
-from lit_diffsr.methods.base import DiffusionMethod, as_dict, build_net
-from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, build_net, check_options
+from lit_diffsr.methods.configs import TilingConfig, settings
+from lit_diffsr.methods.sampling import SAMPLER_OPTIONS, Diffusion
 from lit_diffsr.nets.autoencoder import FrozenAutoencoder
 from lit_diffsr.ops.resize import upsample_bicubic
 from lit_diffsr.ops.tiling import tiled_apply
 
 CONDITIONINGS = ("lr_pixels", "lr_latent")
-TILING_DEFAULTS = {"tile_size": None, "overlap": 8}
 
 
 def latent_net(net: Any, autoencoder: FrozenAutoencoder, cond_channels: int) -> torch.nn.Module:
@@ -53,15 +53,6 @@ def latent_net(net: Any, autoencoder: FrozenAutoencoder, cond_channels: int) -> 
     return build_net(config)
 
 
-def tiling_options(tiling: dict) -> dict:
-    unknown = set(tiling) - set(TILING_DEFAULTS)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {sorted(unknown)} in model.tiling; allowed: {sorted(TILING_DEFAULTS)}"
-        )
-    return {**TILING_DEFAULTS, **tiling}
-
-
 class LatentDiffusionSR(DiffusionMethod):
     """LDM super-resolution (see the module docstring).
 
@@ -71,7 +62,7 @@ class LatentDiffusionSR(DiffusionMethod):
             UNTRAINED autoencoder from `autoencoder` — for tests and smoke runs only (a warning says so).
         autoencoder: `AutoencoderKL` config used when `autoencoder_ckpt` is null.
         conditioning: lr_pixels | lr_latent.
-        diffusion, sampler: as `lit_diffsr.methods.sampling.DiffusionSetup` (latents are not in [-1, 1]:
+        diffusion, sampler: as `lit_diffsr.methods.sampling.Diffusion` (latents are not in [-1, 1]:
             keep `sampler.clip_denoised: false`).
         tiling: tile_size (LR pixels; null = never tile) and overlap (LR pixels) for large inputs.
     """
@@ -104,8 +95,8 @@ class LatentDiffusionSR(DiffusionMethod):
         # A submodule: the LDM checkpoint holds the autoencoder weights and its scale factor.
         self.autoencoder = first_stage
         self.conditioning = conditioning
-        self.setup_diffusion = DiffusionSetup(diffusion, sampler)
-        self.tiling = tiling_options(tiling)
+        self.diffusion = Diffusion(diffusion, sampler)
+        self.tiling = settings(TilingConfig, tiling, "tiling")
 
     # -- conditioning -----------------------------------------------------------------------------
     def condition(self, lr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -132,9 +123,11 @@ class LatentDiffusionSR(DiffusionMethod):
         latents = self.autoencoder.encode(batch["hr"])
         cond = self.condition(batch["lr"], scale)
         # LDM eq. 2 (eps prediction, or what model.diffusion asks for) on z0 = s E(hr).
-        return self.setup_diffusion.training_losses(lambda z_t, t: self.net(z_t, t, cond=cond), latents)
+        return self.diffusion.training_losses(lambda z_t, t: self.net(z_t, t, cond=cond), latents)
 
-    def sample_tile(self, lr: torch.Tensor, scale: int, seed: int | None = None) -> torch.Tensor:
+    def sample_tile(
+        self, lr: torch.Tensor, scale: int, seed: int | None = None, steps=None, options: dict | None = None
+    ) -> torch.Tensor:
         """One SR sample of `lr` in pixels: DDIM in latent space, then D(z0 / s)."""
         factor = self.autoencoder.downsampling_factor
         # Without a trained scale, estimate it on the upsampled LR image (the only images at hand).
@@ -146,18 +139,25 @@ class LatentDiffusionSR(DiffusionMethod):
             lr.shape[-2] * scale // factor,
             lr.shape[-1] * scale // factor,
         )
-        latents = self.setup_diffusion.sample(
-            lambda z_t, t: self.net(z_t, t, cond=cond), shape, device=lr.device, seed=seed
+        latents = self.diffusion.sample(
+            lambda z_t, t: self.net(z_t, t, cond=cond), shape, device=lr.device, seed=seed, steps=steps,
+            overrides=options,
         )
         return self.autoencoder.decode(latents)
 
     @torch.no_grad()
-    def generate(self, batch: dict) -> torch.Tensor:
-        scale = self.upscale_factor(batch)
-        lr, seed = batch["lr"], batch.get("seed")
-        tile = self.tiling["tile_size"]
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
+        """SR samples of `condition["lr"]` in pixels, tile by tile when it is larger than `tiling.tile_size`;
+        options: the sampler's name, eta, clip_denoised."""
+        if stop_step is not None:
+            raise ConfigError("LatentDiffusionSR decodes finished latents: it has no stop_step")
+        options = check_options(options, SAMPLER_OPTIONS, type(self).__name__)
+        scale = self.upscale_factor(condition)
+        lr, tile = condition["lr"], self.tiling["tile_size"]
+
+        def sample_lr(lr_tile: torch.Tensor) -> torch.Tensor:
+            return self.sample_tile(lr_tile, scale, seed, steps, options)
+
         if tile is None or max(lr.shape[-2:]) <= tile:
-            return self.sample_tile(lr, scale, seed)
-        return tiled_apply(
-            lambda lr_tile: self.sample_tile(lr_tile, scale, seed), lr, tile, self.tiling["overlap"], scale
-        )
+            return SampleOutput(sample_lr(lr))
+        return SampleOutput(tiled_apply(sample_lr, lr, tile, self.tiling["overlap"], scale))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, as_dict, load_method
+from lit_diffsr.methods.configs import reject_unknown_keys
 from lit_diffsr.nets.adm_import import pretrained_hint
 
 
@@ -25,12 +26,9 @@ def pretrained(path: str, sampler: dict | None = None, predict: dict | None = No
     # null = keep the checkpoint's value
     sampler = {key: value for key, value in as_dict(sampler).items() if value is not None}
     predict = {key: value for key, value in as_dict(predict).items() if value is not None}
-    setup = getattr(method, "setup_diffusion", None)
+    setup = getattr(method, "diffusion", None)
     settings = setup.sampler if setup is not None else getattr(method, "sampler", None)
-    unknown = set(sampler) - set(settings or {})
-    if unknown:
-        allowed = sorted(settings or {})
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in model.sampler; allowed: {allowed}")
+    reject_unknown_keys(sampler, settings or {}, "model.sampler")
     settings.update({key: value for key, value in sampler.items() if key != "steps"})
     if "steps" in sampler:
         (setup or method).set_sampling_steps(sampler["steps"])

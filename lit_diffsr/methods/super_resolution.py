@@ -9,6 +9,7 @@ SR3 §2.4; Ho et al. 2022, CDM §3). They differ in what else the network sees:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -19,14 +20,23 @@ from lit_diffsr.diffusion import (
     ModelFn,
     NoiseAugmentation,
     blur_augmentation,
-    classifier_free_guidance,
     drop_labels,
     get_beta_schedule,
     noise_levels_by_model_step,
 )
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods.base import DiffusionMethod, as_dict
-from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.methods.base import DiffusionMethod, SampleOutput, as_dict, check_options
+from lit_diffsr.methods.configs import (
+    AugmentationConfig,
+    GaussianDiffusionConfig,
+    GaussianSamplerConfig,
+    NoiseAugmentationConfig,
+    SR3DiffusionConfig,
+    SR3NoiseLevelConfig,
+    SR3SamplerConfig,
+    build_config,
+)
+from lit_diffsr.methods.sampling import SAMPLER_OPTIONS, Diffusion, label_guided
 from lit_diffsr.ops.resize import upsample_bicubic
 
 
@@ -39,11 +49,13 @@ class ConditionalSuperResolution(DiffusionMethod):
     """Shared plumbing: the upsampled condition, the output size, sampling with a `model_fn` per subclass.
 
     `scale_factor` is the SR factor r: `lr` is r times smaller than `hr` and than the generated image.
-    `diffusion` / `sampler` as in `lit_diffsr.methods.sampling.DiffusionSetup` (the sampling process).
+    `diffusion` / `sampler` as in `lit_diffsr.methods.sampling.Diffusion` (the sampling process).
     """
 
     num_classes: int | None = None
     cond_upsample: str = "bicubic"
+    diffusion_config: type[GaussianDiffusionConfig] = GaussianDiffusionConfig
+    sampler_config: type[GaussianSamplerConfig] = GaussianSamplerConfig
 
     def __init__(
         self,
@@ -63,11 +75,14 @@ class ConditionalSuperResolution(DiffusionMethod):
                 f"model.net.cond_channels={getattr(self.net, 'cond_channels', None)} must equal "
                 f"model.net.in_channels={self.net.in_channels}: the UNet sees [x_t | upsampled lr]"
             )
-        self.setup_diffusion = DiffusionSetup(diffusion, sampler)
+        self.diffusion = Diffusion(diffusion, sampler, self.diffusion_config, self.sampler_config)
 
     # -- to implement ------------------------------------------------------------------------------
-    def model_fn(self, cond: torch.Tensor, y: torch.Tensor | None, aug_level: int) -> ModelFn:
-        """model_fn(x_t, model_t) of the sampling process, given the upsampled condition."""
+    sampling_options: tuple[str, ...] = SAMPLER_OPTIONS
+
+    def model_fn(self, cond, y, aug_level, options=None, steps=None) -> ModelFn:
+        """model_fn(x_t, model_t) of the sampling process of `steps`, given the upsampled condition and this
+        call's sampling `options` (the method's own keys of them: popped)."""
         raise NotImplementedError
 
     def sampling_condition(self, lr: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -111,27 +126,26 @@ class ConditionalSuperResolution(DiffusionMethod):
         return batch.get("y") if self.num_classes else None
 
     @torch.no_grad()
-    def sample(
-        self,
-        lr: torch.Tensor,
-        y: torch.Tensor | None = None,
-        aug_level: int = 0,
-        seed: int | None = None,
-        stop_step: int | None = None,
-    ) -> torch.Tensor:
-        """Super-resolve the (already augmented) low-resolution input `lr` at level `aug_level`.
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
+        """Super-resolve `condition["lr"]` (labels `condition["y"]` for a class-conditional stage).
 
-        `stop_step` truncates this stage's own reverse chain (its output then is x_s, for a next stage)."""
+        options: the sampler's name, eta, clip_denoised; a cascade stage's guidance_scale and aug_level: with
+        aug_level, lr is already at that augmentation level (a cascade's z_s) and is not augmented again;
+        without it, lr is augmented as at validation (`sampling_condition`). `stop_step` truncates this
+        stage's own reverse chain (its output then is x_s, for a next stage)."""
+        self.check_pair(condition)
+        options = check_options(options, (*self.sampling_options, "aug_level"), type(self).__name__)
+        if "aug_level" in options:
+            lr, level = condition["lr"], int(options.pop("aug_level"))
+        else:
+            lr, level = self.sampling_condition(condition["lr"])
         cond = self.condition(lr.to(self.device))
         shape = (len(cond), self.net.in_channels, *cond.shape[-2:])
-        return self.setup_diffusion.sample(
-            self.model_fn(cond, y, aug_level), shape, device=self.device, seed=seed, stop_step=stop_step
+        model_fn = self.model_fn(cond, self.labels(condition), level, options, steps)
+        images = self.diffusion.sample(
+            model_fn, shape, self.device, seed, steps=steps, stop_step=stop_step, overrides=options
         )
-
-    def generate(self, batch: dict) -> torch.Tensor:
-        self.check_pair(batch)
-        lr, level = self.sampling_condition(batch["lr"])
-        return self.sample(lr, y=self.labels(batch), aug_level=level, seed=batch.get("seed"))
+        return SampleOutput(images)
 
 
 class SR3(ConditionalSuperResolution):
@@ -144,7 +158,11 @@ class SR3(ConditionalSuperResolution):
     embedding sees the same range [0, 1000] as the discrete steps of the other methods (WaveGrad scales
     by 5000 for its own embedding). Sampling uses the (respaced) discrete process of `diffusion` /
     `sampler`, looking up sqrt(abar) of each sampled step, so the full chain, any respacing and DDIM work.
+    Defaults and checks: `SR3DiffusionConfig`, `SR3SamplerConfig`, `SR3NoiseLevelConfig` (methods/configs.py).
     """
+
+    diffusion_config = SR3DiffusionConfig
+    sampler_config = SR3SamplerConfig
 
     def __init__(
         self,
@@ -159,22 +177,12 @@ class SR3(ConditionalSuperResolution):
     ):
         net = net_config(net)
         diffusion, sampler, optim = map(as_dict, (diffusion, sampler, optim))
-        diffusion = {**SR3_DIFFUSION, **diffusion}
-        sampler = {**SR3_SAMPLER, **sampler}
         super().__init__(net, diffusion, sampler, scale_factor, optim, val_sample_batches)
         # Plain containers, so checkpoints load with weights_only=True (a ready module is not saved).
         self.save_hyperparameters(ignore=["net"] if isinstance(net, torch.nn.Module) else None)
-        config = self.setup_diffusion.config
-        if config["prediction"] != "eps" or config["loss"] not in ("mse", "l1"):
-            raise ConfigError(
-                f"SR3 predicts eps with an L1 or L2 loss: set model.diffusion.prediction=eps "
-                f"and model.diffusion.loss=l1|mse (got {config['prediction']}, {config['loss']})"
-            )
-        try:
-            self.noise_level = ContinuousNoiseLevel(self.setup_diffusion.process.betas, noise_level_variant)
-        except ValueError as error:
-            raise ConfigError(f"model.noise_level_variant: {error}") from None
-        self.noise_level_scale = float(noise_level_scale)
+        level = SR3NoiseLevelConfig(noise_level_variant, float(noise_level_scale))
+        self.noise_level = ContinuousNoiseLevel(self.diffusion.process.betas, level.variant)
+        self.noise_level_scale = level.scale
 
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         self.check_pair(batch)
@@ -184,14 +192,14 @@ class SR3(ConditionalSuperResolution):
             return self.net(x_noisy, self.noise_level_scale * sqrt_gamma, cond=cond)
 
         terms = self.noise_level.training_losses(
-            predict, batch["hr"], loss=self.setup_diffusion.config["loss"]
+            predict, batch["hr"], loss=self.diffusion.config["loss"]
         )
         return {"loss": terms["loss"].mean(), "mse": terms["mse"].mean()}
 
-    def model_fn(self, cond: torch.Tensor, y: torch.Tensor | None, aug_level: int) -> ModelFn:
+    def model_fn(self, cond, y, aug_level, options=None, steps=None) -> ModelFn:
         if aug_level:
             raise ConfigError("SR3 has no conditioning augmentation: use aug_level 0 for an SR3 stage")
-        levels = noise_levels_by_model_step(self.setup_diffusion.sampling_process).to(cond.device)
+        levels = noise_levels_by_model_step(self.diffusion.sampling_process_for(steps)).to(cond.device)
 
         def predict(x_t: torch.Tensor, model_t: torch.Tensor) -> torch.Tensor:
             # The net sees the continuous level of the step being sampled (WaveGrad §3), not the step.
@@ -201,28 +209,7 @@ class SR3(ConditionalSuperResolution):
         return predict
 
 
-# Saharia et al. 2022 (SR3) §4: T = 2000 training steps, linear betas 1e-6..1e-2, sigma_t^2 = beta_t
-# (Alg. 2); 100 respaced sampling steps by default.
-SR3_DIFFUSION = {
-    "schedule": "linspace",
-    "num_timesteps": 2000,
-    "schedule_kwargs": {"start": 1e-6, "end": 1e-2},
-    "prediction": "eps",
-    "variance": "fixed_large",
-    "loss": "l1",
-}
-SR3_SAMPLER = {"name": "ancestral", "steps": "100", "clip_denoised": True}
-
-AUGMENTATION_DEFAULTS = {
-    # Blur of the conditioning image (CDM §4.2): never at sampling unless at_sampling.
-    "blur": {"probability": 0.0, "sigma": [0.4, 0.6], "kernel_size": 3, "at_sampling": False},
-    # Gaussian-noise augmentation with the low-resolution model's forward process; null disables it.
-    "noise": None,
-    # The level s used by `generate` (validation, predict): chosen after training by the level search.
-    "sampling_level": 0,
-}
 COND_UPSAMPLING = ("bicubic", "bilinear")
-NOISE_DEFAULTS = {"schedule": "cosine", "num_timesteps": 1000, "schedule_kwargs": {}, "max_level": None}
 
 
 class CascadeStage(ConditionalSuperResolution):
@@ -257,6 +244,8 @@ class CascadeStage(ConditionalSuperResolution):
             )
         net = net_config(net)
         diffusion, sampler, optim, augmentation = map(as_dict, (diffusion, sampler, optim, augmentation))
+        # A new name: save_hyperparameters stores the arguments' current values, which must stay plain.
+        augmentation_config = build_config(AugmentationConfig, augmentation, "augmentation")
         super().__init__(net, diffusion, sampler, scale_factor, optim, val_sample_batches)
         self.cond_upsample = cond_upsample
         # Plain containers, so checkpoints load with weights_only=True (a ready module is not saved).
@@ -264,24 +253,16 @@ class CascadeStage(ConditionalSuperResolution):
         self.num_classes = num_classes
         self.label_dropout = label_dropout
         self.guidance_scale = guidance_scale
-        unknown = set(augmentation) - set(AUGMENTATION_DEFAULTS)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {sorted(unknown)} in model.augmentation; "
-                f"allowed: {sorted(AUGMENTATION_DEFAULTS)}"
-            )
-        self.blur = {**AUGMENTATION_DEFAULTS["blur"], **as_dict(augmentation.get("blur"))}
-        self.noise_augmentation = self._noise_augmentation(augmentation.get("noise"))
-        self.sampling_level = int(augmentation.get("sampling_level", 0))
+        self.blur = dataclasses.asdict(augmentation_config.blur)  # plain values: Lightning walks attributes
+        self.noise_augmentation = self._noise_augmentation(augmentation_config.noise)
+        self.sampling_level = int(augmentation_config.sampling_level)
         if self.noise_augmentation is not None:
             try:
                 self.noise_augmentation.check_level(self.sampling_level)
             except ValueError as error:
                 raise ConfigError(f"model.augmentation.sampling_level: {error}") from None
-        elif self.sampling_level:
-            raise ConfigError("model.augmentation.sampling_level > 0 needs model.augmentation.noise")
 
-    def _noise_augmentation(self, noise: dict | None) -> NoiseAugmentation | None:
+    def _noise_augmentation(self, noise: NoiseAugmentationConfig | None) -> NoiseAugmentation | None:
         if noise is None:
             if self.net.use_aug_level:
                 raise ConfigError("model.net.use_aug_level=true but model.augmentation.noise is null")
@@ -290,11 +271,8 @@ class CascadeStage(ConditionalSuperResolution):
             raise ConfigError(
                 "model.augmentation.noise needs the level embedding: set model.net.use_aug_level=true"
             )
-        noise = {**NOISE_DEFAULTS, **as_dict(noise)}
-        betas = get_beta_schedule(
-            noise["schedule"], int(noise["num_timesteps"]), **dict(noise["schedule_kwargs"])
-        )
-        return NoiseAugmentation(betas, noise["max_level"])
+        betas = get_beta_schedule(noise.schedule, int(noise.num_timesteps), **dict(noise.schedule_kwargs))
+        return NoiseAugmentation(betas, noise.max_level)
 
     def _augment(self, lr: torch.Tensor, training: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training: blur a fraction of the images, draw s ~ U{0..max_level} and noise to z_s (CDM §4.2).
@@ -318,7 +296,7 @@ class CascadeStage(ConditionalSuperResolution):
         y = self.labels(batch)
         if y is not None and self.training and self.label_dropout > 0:
             y = drop_labels(y, self.num_classes, self.label_dropout)  # Ho & Salimans 2022, Alg. 1
-        return self.setup_diffusion.training_losses(
+        return self.diffusion.training_losses(
             lambda x_t, t: self.net(x_t, t, y=y, cond=cond, aug_level=aug_level), batch["hr"]
         )
 
@@ -326,7 +304,9 @@ class CascadeStage(ConditionalSuperResolution):
         lr, _ = self._augment(lr, training=False)
         return lr, self.sampling_level
 
-    def model_fn(self, cond: torch.Tensor, y: torch.Tensor | None, aug_level: int) -> ModelFn:
+    sampling_options = (*SAMPLER_OPTIONS, "guidance_scale")
+
+    def model_fn(self, cond, y, aug_level, options=None, steps=None) -> ModelFn:
         if self.noise_augmentation is None:
             if aug_level:
                 raise ConfigError("this stage was trained without noise augmentation: use aug_level 0")
@@ -342,6 +322,5 @@ class CascadeStage(ConditionalSuperResolution):
             return self.net(x_t, t, y=labels, cond=cond, aug_level=aug_level)
 
         shared = {"cond": cond} if aug_levels is None else {"cond": cond, "aug_level": aug_levels}
-        if y is None or self.guidance_scale == 1.0:
-            return lambda x_t, t: net_fn(x_t, t, y, **shared)
-        return classifier_free_guidance(net_fn, y, self.num_classes, self.guidance_scale, shared)
+        guidance_scale = float((options or {}).pop("guidance_scale", self.guidance_scale))
+        return label_guided(net_fn, y, self.num_classes, guidance_scale, shared)

@@ -11,7 +11,7 @@ It is converted at the edge: images are mapped to [0, 1] and the metric runs the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -185,3 +185,23 @@ def sr_consistency(
     sr_unit = to_unit_range(sr.float(), (-1.0, 1.0), "sr")
     lr_unit = to_unit_range(lr.float(), (-1.0, 1.0), "lr")
     return (shrink(sr_unit, scale) - lr_unit).pow(2).mean(dim=(1, 2, 3)).float()
+
+
+def fidelity_scores(
+    samples: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    shave: int = 0,
+    y_channel: bool = False,
+    metrics: Sequence[str] = ("psnr", "ssim"),
+) -> dict[str, torch.Tensor]:
+    """Per-image `metrics` (psnr, ssim) of samples against target, both in [-1, 1], with `shave` border
+    pixels dropped: the one "score samples against hr" of the callbacks, `evaluate` and DDRM. A metric the
+    image is too small for is left out (PSNR needs a pixel after the shave, SSIM its 11-pixel window)."""
+    kept = min(target.shape[-2:]) - 2 * shave
+    scores = {}
+    if "psnr" in metrics and kept > 0:
+        scores["psnr"] = psnr(samples, target, (-1.0, 1.0), y_channel=y_channel, shave=shave)
+    if "ssim" in metrics and kept >= SSIM_WINDOW:
+        scores["ssim"] = ssim(samples, target, (-1.0, 1.0), y_channel=y_channel, shave=shave)
+    return scores

@@ -16,19 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from lit_diffsr.diffusion import ModelFn, classifier_free_guidance
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, load_method
 from lit_diffsr.methods.classcond import ClassConditionalDiffusion
+from lit_diffsr.methods.configs import reject_unknown_keys
 from lit_diffsr.methods.super_resolution import ConditionalSuperResolution
 
 HANDOVERS = ("truncated", "non_truncated")
 SAMPLERS = ("ancestral", "ddim")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageOptions:
-    """Per-stage sampling options; None keeps what the checkpoint was trained / configured with.
+    """Per-stage sampling options; None keeps what the checkpoint was trained / configured with. They are
+    handed to the stage's `sample` on every call, never written onto the loaded method.
 
     sampler: "ancestral" | "ddim"; steps: a respacing ("100", "ddim25") or "full" (every training step);
     eta: DDIM's eta; guidance_scale: classifier-free guidance; aug_level: s handed to this stage (0 = off);
@@ -50,15 +51,11 @@ class StageOptions:
             raise ConfigError(f"{where}.sampler={self.sampler!r}; use one of {SAMPLERS} or null")
         if self.handover not in HANDOVERS:
             raise ConfigError(f"{where}.handover={self.handover!r}; use one of {HANDOVERS}")
-        setup = self.method.setup_diffusion
-        if self.sampler is not None:
-            setup.sampler["name"] = self.sampler
-        if self.eta is not None:
-            setup.sampler["eta"] = float(self.eta)
-        if self.steps is not None:
-            setup.set_sampling_steps(None if str(self.steps) == "full" else str(self.steps))
-        if self.guidance_scale is not None:
-            self.method.guidance_scale = float(self.guidance_scale)
+        if self.guidance_scale is not None and not hasattr(self.method, "guidance_scale"):
+            raise ConfigError(
+                f"{where}.guidance_scale: a {type(self.method).__name__} has no classifier-free guidance; "
+                "set it to null"
+            )
         if self.aug_level:
             augmentation = getattr(self.method, "noise_augmentation", None)
             if augmentation is None:
@@ -71,16 +68,27 @@ class StageOptions:
             except ValueError as error:
                 raise ConfigError(f"{where}.aug_level: {error}") from None
 
+    @property
+    def sampling_steps(self) -> str | None:
+        return None if self.steps is None else str(self.steps)
 
-def truncation_step(previous: DiffusionMethod, stage: StageOptions) -> tuple[int, int]:
-    """(stop_step in the previous stage's sampling process, the level s it really reaches).
+    def sampling_options(self) -> dict[str, Any]:
+        """The options of this stage's `sample` calls (those set; the checkpoint's settings for the rest)."""
+        given = {"name": self.sampler, "eta": self.eta, "guidance_scale": self.guidance_scale}
+        return {key: value for key, value in given.items() if value is not None}
+
+
+def truncation_step(
+    previous: DiffusionMethod, stage: StageOptions, steps: str | None = None
+) -> tuple[int, int]:
+    """(stop_step in the previous stage's sampling process for `steps`, the level s it really reaches).
 
     The chain can only stop on one of its (respaced) steps: the one whose original step is nearest to
     s - 1 (the level-s noise, see `lit_diffsr.diffusion.conditioning`). Truncation needs the stage's
     augmentation process to be the previous model's own forward process (CDM §4.2).
     """
     augmentation = stage.method.noise_augmentation
-    trained = previous.setup_diffusion.process
+    trained = previous.diffusion.process
     if augmentation.num_timesteps != trained.num_timesteps or not np.allclose(
         augmentation.process.alphas_cumprod, trained.alphas_cumprod, rtol=1e-6
     ):
@@ -89,18 +97,9 @@ def truncation_step(previous: DiffusionMethod, stage: StageOptions) -> tuple[int
             "schedule (model.augmentation.noise) to equal the previous model's diffusion schedule; "
             "they differ, so use handover: non_truncated"
         )
-    original_steps = previous.setup_diffusion.sampling_process.timestep_map.numpy()
+    original_steps = previous.diffusion.sampling_process_for(steps).timestep_map.numpy()
     stop_step = int(np.argmin(np.abs(original_steps - (stage.aug_level - 1))))
     return stop_step, int(original_steps[stop_step]) + 1
-
-
-def base_model_fn(method: ClassConditionalDiffusion, y: torch.Tensor | None) -> ModelFn:
-    """The base model's model_fn, with classifier-free guidance at its guidance_scale (Ho & Salimans 2022)."""
-    if y is not None and method.guidance_scale != 1.0:
-        return classifier_free_guidance(
-            lambda x, t, labels: method.net(x, t, y=labels), y, method.null_class, method.guidance_scale
-        )
-    return lambda x, t: method.net(x, t, y=y)
 
 
 def _seed(seed: int, batch_start: int, stage_index: int) -> int:
@@ -152,23 +151,18 @@ def _sample_batch(
             announce(f"stage {stage.name} {where}")
         following = stages[index + 1] if index + 1 < len(stages) else None
         truncated = following is not None and following.aug_level > 0 and following.handover == "truncated"
-        stop_step, next_level = truncation_step(method, following) if truncated else (None, 0)
-        stage_seed = _seed(seed, batch_start, index)
-        labels = y.to(method.device) if getattr(method, "num_classes", None) else None
-        if index == 0:
-            size = method.net.image_size
-            shape = (len(y), method.net.in_channels, size, size)
-            output = method.setup_diffusion.sample(
-                base_model_fn(method, labels),
-                shape,
-                device=method.device,
-                seed=stage_seed,
-                stop_step=stop_step,
-            )
-        else:
-            output = method.sample(
-                previous_output, y=labels, aug_level=level, seed=stage_seed, stop_step=stop_step
-            )
+        stop_step, next_level = (
+            truncation_step(method, following, stage.sampling_steps) if truncated else (None, 0)
+        )
+        condition = {"y": y.to(method.device)}
+        options = stage.sampling_options()
+        if index > 0:
+            condition["lr"] = previous_output
+            options["aug_level"] = level
+        output = method.sample(
+            condition, seed=_seed(seed, batch_start, index), steps=stage.sampling_steps,
+            stop_step=stop_step, options=options,
+        ).images
         results.append(output)
         if following is None:
             break
@@ -176,7 +170,7 @@ def _sample_batch(
             previous_output, level = output, next_level
         elif following.aug_level > 0:
             # Non-truncated: q(z_s | z_0) on the finished sample (CDM §4.2), with reproducible noise.
-            generator = torch.Generator().manual_seed(stage_seed + 1)
+            generator = torch.Generator().manual_seed(_seed(seed, batch_start, index) + 1)
             noise = torch.randn(output.shape, generator=generator).to(output)
             levels = torch.full((len(output),), following.aug_level, dtype=torch.long)
             previous_output = following.method.noise_augmentation.apply(output, levels, noise)
@@ -197,11 +191,7 @@ def build_stages(specs: Mapping[str, Mapping[str, Any]], device: str = "cpu") ->
             )
         where = f"pipeline.stages.{name}.checkpoint"
         method = load_method(spec.pop("checkpoint"), map_location=device, what=where).eval()
-        unknown = set(spec) - (set(StageOptions.__dataclass_fields__) - {"name", "method"})
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {sorted(unknown)} in pipeline.stages.{name}; allowed: checkpoint, "
-                "sampler, steps, eta, guidance_scale, aug_level, handover"
-            )
+        options = set(StageOptions.__dataclass_fields__) - {"name", "method"}
+        reject_unknown_keys(spec, {"checkpoint", *options}, f"pipeline.stages.{name}")
         stages.append(StageOptions(name=name, method=method, **spec))
     return stages

@@ -26,6 +26,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+import lit_diffsr.conf  # noqa: F401  (the model YAMLs' `settings/` nodes, before composing)
 from lit_diffsr.arguments import ArgumentParser
 from lit_diffsr.errors import ConfigError
 

@@ -60,10 +60,10 @@ def test_the_legacy_attention_order_matters(tmp_path):
 
 def test_diffusion_settings_come_with_the_preset(tmp_path):
     method, _ = converted("adm_uncond", tmp_path)
-    config = method.setup_diffusion.config
+    config = method.diffusion.config
     settings = (config["schedule"], config["num_timesteps"], config["variance"])
     assert settings == ("linear", 1000, "learned_range")
-    assert method.setup_diffusion.sampler["name"] == "ancestral"
+    assert method.diffusion.sampler["name"] == "ancestral"
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -138,7 +138,7 @@ def test_a_converted_upsampler_is_a_cascade_stage(tmp_path):
     (stage,) = build_stages({"sr": {"checkpoint": str(path), "steps": "2"}})
     assert stage.method.scale == 4
     lr, labels = torch.rand(2, 3, 8, 8) * 2 - 1, torch.tensor([3, 999])
-    samples = stage.method.sample(lr, y=labels, seed=0)
+    samples = stage.method.sample({"lr": lr, "y": labels}, seed=0).images
     assert samples.shape == (2, 3, 32, 32) and torch.isfinite(samples).all()
 
 

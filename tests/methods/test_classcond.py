@@ -6,7 +6,7 @@ import torch
 
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods import ClassConditionalDiffusion, load_method
-from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.methods.sampling import Diffusion
 
 NET = {
     "_target_": "lit_diffsr.nets.UNet",
@@ -77,7 +77,7 @@ def test_predict_dataloader_labels_names_and_batches():
 
 def test_unknown_diffusion_key_names_the_config_key():
     with pytest.raises(ConfigError, match="model.diffusion"):
-        DiffusionSetup({"num_timestep": 10}, {})
+        Diffusion({"num_timestep": 10}, {})
 
 
 def test_warmup_schedule_is_linear_then_flat():
@@ -125,14 +125,14 @@ def test_load_method_errors_name_the_file(tmp_path):
 )
 def test_every_configured_sampler_generates(sampler):
     method = make_method(sampler=sampler)
-    assert method.setup_diffusion.sampling_process.num_timesteps == int(sampler["steps"].removeprefix("quad"))
+    assert method.diffusion.sampling_process.num_timesteps == int(sampler["steps"].removeprefix("quad"))
     samples = method.generate({**batch(2), "seed": 1})
     assert samples.shape == (2, 3, 8, 8) and torch.isfinite(samples).all()
 
 
 def test_unknown_sampler_names_the_config_key():
     with pytest.raises(ConfigError, match="model.sampler.name"):
-        DiffusionSetup({}, {"name": "heun"})
+        Diffusion({}, {"name": "heun"})
 
 
 def test_validation_noise_is_its_own_and_leaves_the_training_stream_alone():

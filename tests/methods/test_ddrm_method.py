@@ -51,7 +51,7 @@ def oracle_prior(prediction: str = "eps", variance: str = "fixed_small",
     prior.net = net
     oracle = ORACLE if net.in_channels == CHANNELS else GaussianOracle(torch.zeros(1, SIZE, SIZE),
                                                                        torch.full((1, SIZE, SIZE), 0.4))
-    net.predict = oracle.model_fn(prior.setup_diffusion.process.alphas_cumprod, prediction)
+    net.predict = oracle.model_fn(prior.diffusion.process.alphas_cumprod, prediction)
     return prior
 
 

@@ -60,7 +60,7 @@ def test_sr3_samples_any_schedule_with_the_level_of_each_step(sampler, steps):
     method = SR3(net, diffusion=diffusion, sampler={"name": sampler, "steps": steps}, scale_factor=2).eval()
     out = method.generate({**sr_batch(), "seed": 0})
     assert out.shape == (4, 3, 16, 16) and torch.isfinite(out).all()
-    process = method.setup_diffusion.sampling_process
+    process = method.diffusion.sampling_process
     seen = torch.stack([call["t"][0] for call in net.calls])
     expected = 1000 * np.sqrt(process.alphas_cumprod[::-1])  # sampled from the noisiest step down
     np.testing.assert_allclose(seen.numpy(), expected, rtol=1e-6)
@@ -99,7 +99,7 @@ def test_sr3_sampling_is_batched_without_mixing_samples():
     method.eval()
     batch = sr_batch()
     noise = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    process = method.setup_diffusion.sampling_process
+    process = method.diffusion.sampling_process
 
     def run(index):
         model_fn = method.model_fn(method.condition(batch["lr"][index]), None, 0)
@@ -112,11 +112,11 @@ def test_sr3_sampling_is_batched_without_mixing_samples():
 
 def test_sr3_defaults_are_the_published_ones_and_errors_name_the_key():
     method = SR3(TINY, scale_factor=2)
-    config = method.setup_diffusion.config
+    config = method.diffusion.config
     assert config["num_timesteps"] == 2000 and config["schedule"] == "linspace"
-    assert method.setup_diffusion.process.betas[0] == pytest.approx(1e-6)
-    assert method.setup_diffusion.process.betas[-1] == pytest.approx(1e-2)
-    assert method.setup_diffusion.sampling_process.num_timesteps == 100
+    assert method.diffusion.process.betas[0] == pytest.approx(1e-6)
+    assert method.diffusion.process.betas[-1] == pytest.approx(1e-2)
+    assert method.diffusion.sampling_process.num_timesteps == 100
     with pytest.raises(ConfigError, match="model.diffusion.prediction"):
         SR3(TINY, diffusion={"prediction": "v"})
     with pytest.raises(ConfigError, match="cond_channels"):

@@ -7,6 +7,7 @@ import torch
 
 from lit_diffsr.diffusion import GaussianOracle
 from lit_diffsr.errors import ConfigError
+from lit_diffsr.methods.base import SampleOutput
 from lit_diffsr.methods.classcond import ClassConditionalDiffusion
 from lit_diffsr.methods.super_resolution import SR3, CascadeStage
 from lit_diffsr.pipelines import StageOptions, build_stages, sample_cascade, truncation_step
@@ -37,7 +38,7 @@ def oracle_base() -> ClassConditionalDiffusion:
     base = ClassConditionalDiffusion(
         {**TINY, "in_channels": 1, "out_channels": 1}, {**NOISE, **FIXED}, sampler
     )
-    base.net = OracleNet(base.setup_diffusion.process.alphas_cumprod)
+    base.net = OracleNet(base.diffusion.process.alphas_cumprod)
     return base
 
 
@@ -47,9 +48,9 @@ def spy_stage(level: int, handover: str) -> tuple[StageOptions, dict]:
     stage = CascadeStage(net, FIXED, scale_factor=2, augmentation={"noise": NOISE})
     received = {}
 
-    def record(lr, y=None, aug_level=0, seed=None, stop_step=None):
-        received.update(lr=lr, aug_level=aug_level)
-        return torch.zeros(len(lr), 1, 4, 4)
+    def record(condition, *, seed=None, steps=None, stop_step=None, options=None):
+        received.update(lr=condition["lr"], aug_level=options["aug_level"])
+        return SampleOutput(torch.zeros(len(condition["lr"]), 1, 4, 4))
 
     stage.sample = record
     return StageOptions("sr", stage, aug_level=level, handover=handover), received
@@ -57,7 +58,7 @@ def spy_stage(level: int, handover: str) -> tuple[StageOptions, dict]:
 
 def q_marginal(level: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of z_s = sqrt(abar) x_0 + sqrt(1 - abar) eps, x_0 Gaussian (level s = step s - 1)."""
-    abar = float(oracle_base().setup_diffusion.process.alphas_cumprod[level - 1])
+    abar = float(oracle_base().diffusion.process.alphas_cumprod[level - 1])
     return abar**0.5 * ORACLE.mean, ORACLE.marginal_variance(abar)
 
 
@@ -89,7 +90,7 @@ def test_non_truncated_handover_renoises_the_finished_sample_with_q():
     z0, z_s = outputs[0].double(), received["lr"].double()
     assert received["aug_level"] == 301
     assert_gaussian(z0, ORACLE.mean, ORACLE.std**2, bias=0.02)  # the base ran to z_0
-    abar = float(oracle_base().setup_diffusion.process.alphas_cumprod[300])
+    abar = float(oracle_base().diffusion.process.alphas_cumprod[300])
     # q(z_s | z_0) = N(sqrt(abar) z_0, (1 - abar) I): the residual is exact Gaussian noise.
     residual = z_s - abar**0.5 * z0
     assert_gaussian(
@@ -103,7 +104,7 @@ def test_truncation_snaps_to_a_kept_step_and_needs_matching_schedules():
     base = oracle_base()
     sr, _ = spy_stage(503, "truncated")
     stop_step, level = truncation_step(base, sr)
-    assert base.setup_diffusion.sampling_process.timestep_map[stop_step] == 500 and level == 501
+    assert base.diffusion.sampling_process.timestep_map[stop_step] == 500 and level == 501
     net = {**TINY, "in_channels": 1, "out_channels": 1, "cond_channels": 1, "use_aug_level": True}
     other = CascadeStage(net, FIXED, scale_factor=2, augmentation={"noise": {"schedule": "linear"}})
     with pytest.raises(ConfigError, match="non_truncated"):

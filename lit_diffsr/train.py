@@ -21,6 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.spike import TrainingSpikeException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -180,6 +181,9 @@ def run_command(cfg: DictConfig, output_dir: Path) -> dict:
                     f"{Path(trainer.default_root_dir) / 'skip_batches.json'}. Resume from a checkpoint "
                     "before the spike with a lower model.optim.lr, or relax callbacks.spike.rtol"
                 ) from None
+            except SIGTERMException:  # a SystemExit with code 0: a killed run must not read as finished
+                log.error("fit ended by SIGTERM at step %d; resume with ckpt_path=last", trainer.global_step)
+                raise SystemExit(128 + signal.SIGTERM) from None
             # Slurm's requeue warning may still arrive while the job winds down: it must not kill the process.
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         elif command == "predict":

@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_diffsr.loggers import CSVLogger
 from lit_diffsr.slurm.job import slurm_job_id
@@ -113,6 +114,21 @@ class SlurmRequeue(L.Callback):
                 "ok" if result.returncode == 0 else result.stderr.strip(),
             )
         self.requested = False
+
+
+class SaveOnTerminate(L.Callback):
+    """A fit ended by SIGTERM (`kill`, a scheduler's preemption or time limit, `scancel`) saves `last.ckpt`
+    before it exits, so it resumes with `ckpt_path=last` instead of from the last periodic save (every 5000
+    steps by default). Lightning stops at the batch boundary after the signal, so the state is a whole step;
+    the save goes through the divergence check like any other."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
+        checkpointing = trainer.checkpoint_callback
+        if not isinstance(exception, SIGTERMException) or getattr(checkpointing, "dirpath", None) is None:
+            return
+        path = Path(checkpointing.dirpath) / "last.ckpt"
+        trainer.save_checkpoint(path)
+        log.warning("fit stopped by SIGTERM at step %d; saved %s", trainer.global_step, path)
 
 
 class ContinuousHistory(L.Callback):

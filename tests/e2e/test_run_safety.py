@@ -3,6 +3,7 @@ last good checkpoint, a copied run resumes into its own newest last.ckpt, a seco
 directory is refused (and a killed fit leaves no stale lock), partial checkpoint files of a killed save are
 cleaned, and changed optimiser settings on resume are applied and reported."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 import pytest
 import torch
 
-from tests.e2e.conftest import REPO
+from tests.e2e.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +94,29 @@ def test_opt_in_loss_spike_detection_stops_with_one_line(cli, tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert "error: Training spike detected in batch" in result.stderr and "callbacks.spike" in result.stderr
     assert (tmp_path / "skip_batches.json").is_file()
+
+
+def test_a_fit_ended_by_sigterm_saves_its_step_and_exits_143(tmp_path):
+    """A `kill` (or a scheduler's preemption) mid-run: last.ckpt holds the step it reached, though no
+    periodic save was due, the exit status says the run did not finish, and ckpt_path=last goes on."""
+    args = [*TINY_FIT, "trainer.max_steps=100000", "callbacks.checkpoint.every_n_train_steps=100000",
+            "callbacks.progress={_target_:lit_diffsr.callbacks.progress.LogProgress,every_s:0}",
+            f"paths.output_dir={tmp_path}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    run = subprocess.Popen([sys.executable, "-m", "lit_diffsr", *args], cwd=REPO, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        seen = []
+        for line in run.stdout:  # wait until a few steps have run
+            seen.append(line)
+            if "fit step 3/" in line:
+                break
+        run.send_signal(signal.SIGTERM)
+        output = "".join(seen) + run.stdout.read()
+        assert run.wait(timeout=120) == 128 + signal.SIGTERM, output[-3000:]
+    finally:
+        run.kill()
+    reached = last_step(tmp_path)
+    assert reached >= 3 and "resume with ckpt_path=last" in output
+    run_cli(*TINY_FIT, f"trainer.max_steps={reached + 1}", "ckpt_path=last", f"paths.output_dir={tmp_path}")
+    assert last_step(tmp_path) == reached + 1

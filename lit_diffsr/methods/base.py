@@ -301,13 +301,17 @@ class DiffusionMethod(L.LightningModule):
                 f"set model.num_classes={data_classes}"
             )
 
-    def upscale_factor(self, batch: dict) -> int:
-        """r = hr size / lr size of an SR batch; without "hr" (predict folders), the DataModule's factor."""
+    def require_lr(self, batch: dict) -> None:
+        """A restoration method's batch must carry its degraded input."""
         if "lr" not in batch:
             raise ConfigError(
                 f"{type(self).__name__} needs the degraded image batch['lr']: set data.degradation "
                 "(e.g. [{type: downsample, scale: 4}]) or use data.dataset=paired"
             )
+
+    def upscale_factor(self, batch: dict) -> int:
+        """r = hr size / lr size of an SR batch; without "hr" (predict folders), the DataModule's factor."""
+        self.require_lr(batch)
         lr, hr = batch["lr"], batch.get("hr")
         if hr is None:
             scale = getattr(self.datamodule, "lr_scale", None)

@@ -110,11 +110,7 @@ class ConditionalSuperResolution(DiffusionMethod):
         return upsample_bicubic(lr, self.scale)
 
     def check_pair(self, batch: dict) -> None:
-        if "lr" not in batch:
-            raise ConfigError(
-                f"{type(self).__name__} needs batch['lr']: give the data a degradation such as "
-                "data.degradation=[{type: downsample, scale: 4}] or use dataset=paired"
-            )
+        self.require_lr(batch)
         lr, hr = batch["lr"], batch.get("hr")
         if hr is not None and tuple(hr.shape[-2:]) != (lr.shape[-2] * self.scale, lr.shape[-1] * self.scale):
             raise ConfigError(

@@ -32,7 +32,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 
 from lit_diffsr.errors import ConfigError, UntrustedFileError
-from lit_diffsr.methods.configs import reject_unknown_keys
+from lit_diffsr.methods.configs import OptimConfig, reject_unknown_keys, settings
 from lit_diffsr.safe_load import first_line, load_tensors
 
 log = logging.getLogger("lit_diffsr")
@@ -74,17 +74,6 @@ def build_net(net: Any) -> torch.nn.Module:
     if isinstance(net, torch.nn.Module):
         return net
     return instantiate(as_dict(net))
-
-
-def check_optimiser_settings(optim: dict) -> None:
-    """The ranges AdamW accepts, checked here so the message names the config key."""
-    lr, weight_decay, betas = optim["lr"], optim["weight_decay"], tuple(optim["betas"])
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ConfigError(f"model.optim.lr={lr!r} must be a positive number (e.g. 1e-4)")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise ConfigError(f"model.optim.weight_decay={weight_decay!r} must be a number >= 0")
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
-        raise ConfigError(f"model.optim.betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
 
 
 def flatten(config: Any, prefix: str = "model") -> dict[str, Any]:
@@ -243,9 +232,7 @@ class DiffusionMethod(L.LightningModule):
     def __init__(self, net: Any, optim: dict | None = None, val_sample_batches: int = 1):
         super().__init__()
         self.net = build_net(net)
-        self.optim = {"lr": 1e-4, "weight_decay": 0.0, "betas": (0.9, 0.999), "warmup_steps": 0}
-        self.optim.update(as_dict(optim))
-        check_optimiser_settings(self.optim)
+        self.optim = settings(OptimConfig, optim, "optim")
         self.val_sample_batches = val_sample_batches
 
     # -- to implement -------------------------------------------------------------------------------

@@ -50,6 +50,31 @@ def settings(cls: type, given: Any, key: str) -> dict:
     return dataclasses.asdict(build_config(cls, given, key))
 
 
+# -- optimisation (every method) -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW's lr, weight_decay (not applied to biases and norm scales) and betas; warmup_steps of linear
+    warm-up, then a flat lr. Checked here so a message names the key (AdamW's own says only "Invalid")."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.999)
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        lr, weight_decay, betas = self.lr, self.weight_decay, tuple(self.betas)
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
+            raise ConfigError(f"model.optim.lr={lr!r} must be a positive number (e.g. 1e-4)")
+        if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+            raise ConfigError(f"model.optim.weight_decay={weight_decay!r} must be a number >= 0")
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ConfigError(
+                f"model.optim.betas={list(betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]"
+            )
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+            raise ConfigError(f"model.optim.warmup_steps={self.warmup_steps!r} must be an integer >= 0")
+
+
 # -- Gaussian diffusion (classcond, SR3, cascade stages, LDM-SR) ----------------------------------------
 @dataclass(frozen=True)
 class GaussianDiffusionConfig:
@@ -247,6 +272,7 @@ class DiscriminatorConfig:
 
 # The nodes the model YAMLs compose (`/settings/<name>@<key>`): one per concept.
 SETTINGS: dict[str, type] = {
+    "optim": OptimConfig,
     "gaussian_diffusion": GaussianDiffusionConfig,
     "gaussian_sampler": GaussianSamplerConfig,
     "sr3_diffusion": SR3DiffusionConfig,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from lit_diffsr.data.degradations import upsample_bicubic
 from lit_diffsr.diffusion import (
     ContinuousNoiseLevel,
+    InferenceSchedule,
     ModelFn,
     NoiseAugmentation,
     blur_augmentation,
@@ -27,7 +28,7 @@ from lit_diffsr.diffusion import (
 )
 from lit_diffsr.errors import ConfigError
 from lit_diffsr.methods.base import DiffusionMethod, as_dict
-from lit_diffsr.methods.sampling import DiffusionSetup
+from lit_diffsr.methods.sampling import SAMPLERS, DiffusionSetup
 
 
 def net_config(net: Any) -> Any:
@@ -175,6 +176,7 @@ class SR3(ConditionalSuperResolution):
         except ValueError as error:
             raise ConfigError(f"model.noise_level_variant: {error}") from None
         self.noise_level_scale = float(noise_level_scale)
+        self.inference_schedule: InferenceSchedule | None = None
 
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         self.check_pair(batch)
@@ -199,6 +201,36 @@ class SR3(ConditionalSuperResolution):
             return self.net(x_t, self.noise_level_scale * sqrt_gamma, cond=cond)
 
         return predict
+
+    # -- inference noise schedule (SR3 §4, WaveGrad §4); see lit_diffsr.methods.sr3_schedule ------------
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        ckpt_path = getattr(self._trainer, "ckpt_path", None) if stage != "fit" else None
+        if ckpt_path and self.inference_schedule is None:
+            from lit_diffsr.methods.sr3_schedule import read_schedule  # it imports this module
+
+            self.inference_schedule = read_schedule(ckpt_path)
+
+    @torch.no_grad()
+    def sample(self, lr: torch.Tensor, y=None, aug_level: int = 0, seed: int | None = None, stop_step=None):
+        """As `ConditionalSuperResolution.sample`, on `inference_schedule` when one is set."""
+        if self.inference_schedule is None or stop_step is not None:
+            return super().sample(lr, y=y, aug_level=aug_level, seed=seed, stop_step=stop_step)
+        schedule = self.inference_schedule
+        cond = self.condition(lr.to(self.device))
+        levels = schedule.levels().to(self.device)
+        generator = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+        noise = torch.randn(cond.shape, generator=generator, device=self.device)
+
+        def predict(x_t: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+            return self.net(x_t, self.noise_level_scale * levels[step].to(x_t.dtype), cond=cond)
+
+        settings = self.setup_diffusion.sampler
+        process = schedule.process(self.setup_diffusion.config["variance"])
+        options = {"generator": generator, "clip_denoised": settings["clip_denoised"]}
+        if settings["name"] == "ddim":
+            options["eta"] = settings["eta"]
+        return SAMPLERS[settings["name"]](process, predict, schedule.initial_state(cond, noise), **options)
 
 
 # Saharia et al. 2022 (SR3) §4: T = 2000 training steps, linear betas 1e-6..1e-2, sigma_t^2 = beta_t

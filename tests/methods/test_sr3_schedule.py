@@ -1,0 +1,72 @@
+"""SR3 with a searched inference schedule: the search on a model that is wrong at high noise, the file
+beside the checkpoint, and that predict / test / load_method sample with the saved schedule."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from lit_diffsr.diffusion import InferenceSchedule
+from lit_diffsr.errors import ConfigError
+from lit_diffsr.methods import sr3_schedule
+from lit_diffsr.methods.super_resolution import SR3
+from tests.methods.test_sr_methods import ExactDenoiser, Spy, sr_batch
+
+
+class WrongAtHighNoise(ExactDenoiser):
+    """The exact eps of a Dirac at the condition, plus a constant bias where sqrt(gamma) < 0.3: a toy of
+    the briefly trained SR3, whose colour is off when it is decided at the high-noise end."""
+
+    def forward(self, x, t, cond=None, **_):
+        eps = super().forward(x, t, cond=cond)
+        return eps + 0.2 * (t < 300).to(eps.dtype).view(-1, 1, 1, 1)
+
+
+def test_search_finds_a_schedule_that_avoids_the_wrong_levels_and_beats_the_training_one():
+    method = SR3(WrongAtHighNoise(), sampler={"name": "ddim", "steps": "ddim10"}, scale_factor=2).eval()
+    batch = sr_batch()
+    hr = method.condition(batch["lr"])  # the toy's data: a Dirac at the upsampled condition
+    best, scored = sr3_schedule.search_for(method, batch["lr"], hr, num_steps=10)
+    assert best.start == "condition" and best.end_level > 0.3
+    assert dict((s, v) for s, v in scored)[best] == max(v for _, v in scored)
+    training_schedule = sr3_schedule.psnr(method.sample(batch["lr"], seed=0), hr, (-1.0, 1.0), y_channel=True)
+    assert max(v for _, v in scored) > training_schedule.mean().item() + 10  # the bias costs > 10 dB
+
+
+def test_saved_schedule_is_used_by_test_and_predict_and_by_load_method(tmp_path):
+    ckpt = tmp_path / "last.ckpt"
+    schedule = InferenceSchedule(6, 1e-3, 0.3, start="condition")
+    written = sr3_schedule.write_schedule(ckpt, schedule, [(schedule, 20.0)])
+    assert written == tmp_path / "last.schedule.json"
+    assert json.loads(written.read_text())["search"][0]["psnr_y"] == 20.0
+
+    net = Spy()
+    method = SR3(net, scale_factor=2).eval()
+    method._trainer = SimpleNamespace(ckpt_path=str(ckpt))  # what Trainer.test / predict(ckpt_path=...) set
+    method.setup("fit")
+    assert method.inference_schedule is None  # training never reads it
+    method.setup("predict")
+    assert method.inference_schedule == schedule
+    method.generate({**sr_batch(), "seed": 0})
+    seen = torch.stack([call["t"][0] for call in net.calls]).numpy()
+    np.testing.assert_allclose(seen, 1000 * schedule.levels().numpy()[::-1], rtol=1e-6)  # 6 NFE, its levels
+
+    fresh = SR3(Spy(), scale_factor=2)
+    assert sr3_schedule.use_saved_schedule(fresh, ckpt).inference_schedule == schedule
+    assert sr3_schedule.use_saved_schedule(fresh, tmp_path / "other.ckpt").inference_schedule is None
+
+
+def test_condition_start_with_the_exact_denoiser_returns_the_condition():
+    method = SR3(ExactDenoiser(), sampler={"name": "ddim", "clip_denoised": False}, scale_factor=2).eval()
+    method.inference_schedule = InferenceSchedule(8, 1e-3, 0.3, start="condition")
+    batch = sr_batch()
+    torch.testing.assert_close(method.generate({**batch, "seed": 0}), method.condition(batch["lr"]),
+                               rtol=0, atol=5e-3)
+
+
+def test_a_broken_schedule_file_is_one_config_error_naming_it(tmp_path):
+    (tmp_path / "last.schedule.json").write_text(json.dumps({"inference_schedule": {"num_steps": 0}}))
+    with pytest.raises(ConfigError, match="last.schedule.json"):
+        sr3_schedule.read_schedule(tmp_path / "last.ckpt")

@@ -104,14 +104,23 @@ def read_crops(folder: str | Path, crop: int, count: int | None = None) -> torch
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
     if not files:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}; pass a folder of HR images")
+    return centre_crops([np.asarray(Image.open(file).convert("RGB")) for file in files], crop, str(folder))
+
+
+def centre_crops(images: Sequence[np.ndarray], crop: int, where: str) -> torch.Tensor:
+    """(N, 3, crop, crop) in [-1, 1]: the centre of each (H, W, 3) uint8 image."""
     crops = []
-    for file in files:
-        image = np.asarray(Image.open(file).convert("RGB"))
+    for image in images:
         top, left = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
         if min(top, left) < 0:
-            raise ConfigError(f"{file} is smaller than the crop {crop}x{crop}; pass a smaller --crop")
+            raise ConfigError(f"an image of {where} is smaller than {crop}x{crop}; use a smaller crop")
         crops.append(to_chw(from_uint8(image[top : top + crop, left : left + crop])))
     return torch.stack(crops)
+
+
+def downsampled(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The LR of each HR image: anti-aliased bicubic, as the training data's degradation."""
+    return torch.stack([to_chw(downsample(to_hwc(image), scale)) for image in hr])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -128,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not isinstance(method, SR3):
             raise ConfigError(f"{args.checkpoint} holds a {type(method).__name__}; the search is for SR3")
         hr = read_crops(args.hr, args.crop, args.images)
-        lr = torch.stack([to_chw(downsample(to_hwc(image), method.scale)) for image in hr])
+        lr = downsampled(hr, method.scale)
         best, scored = search_for(method, lr, hr, args.steps)
         for candidate, score in scored:
             print(f"{score:7.2f} dB  {candidate}")

@@ -145,6 +145,9 @@ class SR3(ConditionalSuperResolution):
     embedding sees the same range [0, 1000] as the discrete steps of the other methods (WaveGrad scales
     by 5000 for its own embedding). Sampling uses the (respaced) discrete process of `diffusion` /
     `sampler`, looking up sqrt(abar) of each sampled step, so the full chain, any respacing and DDIM work.
+    `inference_schedule` (an `InferenceSchedule`, None = the above) replaces that process with a sampling
+    schedule of its own (SR3 §4, WaveGrad §4): set by `lit_diffsr.methods.sr3_schedule`, which searches
+    one and saves it beside the checkpoint, where validate / test / predict find it.
     """
 
     def __init__(

@@ -2,17 +2,20 @@
 beside the checkpoint, and that predict / test / load_method sample with the saved schedule."""
 
 import json
+import warnings
 from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lit_diffsr.diffusion import InferenceSchedule
 from lit_diffsr.errors import ConfigError
-from lit_diffsr.methods import sr3_schedule
+from lit_diffsr.methods import load_method, sr3_schedule
 from lit_diffsr.methods.super_resolution import SR3
-from tests.methods.test_sr_methods import ExactDenoiser, Spy, sr_batch
+from tests.methods.test_sr_methods import TINY, ExactDenoiser, Spy, sr_batch
 
 
 class WrongAtHighNoise(ExactDenoiser):
@@ -70,3 +73,27 @@ def test_a_broken_schedule_file_is_one_config_error_naming_it(tmp_path):
     (tmp_path / "last.schedule.json").write_text(json.dumps({"inference_schedule": {"num_steps": 0}}))
     with pytest.raises(ConfigError, match="last.schedule.json"):
         sr3_schedule.read_schedule(tmp_path / "last.ckpt")
+
+
+def test_command_searches_a_checkpoint_and_saves_the_schedule_beside_it(tmp_path):
+    method = SR3(TINY, scale_factor=2)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trainer.fit(method, train_dataloaders=torch.utils.data.DataLoader([sr_batch()], batch_size=None))
+    ckpt = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+    images = tmp_path / "hr"
+    images.mkdir()
+    for index in range(2):
+        Image.fromarray(np.random.default_rng(index).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+            images / f"{index}.png"
+        )
+    sr3_schedule.main([str(ckpt), "--hr", str(images), "--steps", "3", "--crop", "16", "--images", "2"])
+    saved = sr3_schedule.read_schedule(ckpt)
+    assert saved.num_steps == 3
+    search = json.loads(sr3_schedule.schedule_path(ckpt).read_text())["search"]
+    best = max(search, key=lambda entry: entry["psnr_y"])
+    assert saved.to_dict() == {key: value for key, value in best.items() if key != "psnr_y"}
+    assert sr3_schedule.use_saved_schedule(load_method(ckpt), ckpt).inference_schedule == saved

@@ -152,8 +152,11 @@ def fit(method: Method, run: Path, args, autoencoder: Path | None) -> float:
     ]  # fmt: skip
     if method.name != AUTOENCODER:  # it trains without EMA
         command.append("callbacks.ema.decay=0.995")  # a few hundred steps: a short EMA horizon
-    if autoencoder is not None:
-        command.append(f"model.autoencoder_ckpt={autoencoder}")
+    if autoencoder is not None:  # attention at the latent UNet's second level (sizes in output pixels)
+        command += [
+            f"model.autoencoder_ckpt={autoencoder}",
+            f"model.net.attention_resolutions=[{args.crop // 2}]",
+        ]
     run.mkdir(parents=True, exist_ok=True)
     print(f"[sr_compare] training {method.name}: load {load_average()}", flush=True)
     start = time.perf_counter()

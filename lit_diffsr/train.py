@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_diffsr.errors import ConfigError, DivergenceError, find_user_error
 from lit_diffsr.methods.base import class_path, describe_changes
+from lit_diffsr.methods.sr3_schedule import use_saved_schedule
 from lit_diffsr.run_dir import RunLock, remove_orphan_temporaries, settle_run
 from lit_diffsr.runtime import (
     command_directory,
@@ -167,6 +168,8 @@ def run_command(cfg: DictConfig, output_dir: Path) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     command = cfg.command
+    if command != "fit" and ckpt_path:
+        use_saved_schedule(model, ckpt_path)  # SR3's searched inference schedule, beside its checkpoint
     # The checkpoint is a file like any other: tensors and plain containers only.
     load = {"ckpt_path": ckpt_path, "weights_only": True}
     with weights_that_fit(ckpt_path, saved_hparams, model):

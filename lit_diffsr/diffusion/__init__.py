@@ -22,6 +22,11 @@ from lit_diffsr.diffusion.ddrm_operators import (
 from lit_diffsr.diffusion.embeddings import timestep_embedding
 from lit_diffsr.diffusion.gaussian_diffusion import GaussianDiffusion, ModelFn, space_timesteps
 from lit_diffsr.diffusion.guidance import classifier_free_guidance, drop_labels
+from lit_diffsr.diffusion.inference_schedule import (
+    InferenceSchedule,
+    candidate_schedules,
+    search_schedule,
+)
 from lit_diffsr.diffusion.losses import (
     approx_standard_normal_cdf,
     discretized_gaussian_log_likelihood,
@@ -76,6 +81,9 @@ __all__ = [
     "space_timesteps",
     "timestep_embedding",
     "ContinuousNoiseLevel",
+    "InferenceSchedule",
+    "candidate_schedules",
+    "search_schedule",
     "NoiseAugmentation",
     "blur_augmentation",
     "gaussian_kernels",

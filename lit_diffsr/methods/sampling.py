@@ -103,21 +103,26 @@ class Diffusion:
         steps=None,
         stop_step: int | None = None,
         overrides: Mapping[str, Any] | None = None,
+        process: GaussianDiffusion | None = None,
+        start: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Draw samples; a `seed` makes them reproducible whatever else consumed the global RNG.
         `steps` (None = the configured ones) and `overrides` of `sampler`'s other keys hold for this call
         only;
-        `stop_step` ends the chain early (its x at that step, for a cascade's truncated hand-over)."""
+        `stop_step` ends the chain early (its x at that step, for a cascade's truncated hand-over).
+        `process` replaces the sampling process (SR3's inference schedule, whose steps are its own) and
+        `start(noise)` the chain's first state (default: the standard normal `noise` itself)."""
         sampler = settings(self.sampler_config, {**self.sampler, **(overrides or {})}, "sampler")
-        process = self.sampling_process_for(steps)
+        process = process if process is not None else self.sampling_process_for(steps)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
         noise = torch.randn(shape, device=device, generator=generator)
+        first = noise if start is None else start(noise)
         common = {"generator": generator, "clip_denoised": sampler["clip_denoised"], "stop_step": stop_step}
         if sampler["name"] == "ddim":
-            return sample_ddim(process, model_fn, noise, eta=sampler["eta"], **common)
-        return SAMPLERS[sampler["name"]](process, model_fn, noise, **common)
+            return sample_ddim(process, model_fn, first, eta=sampler["eta"], **common)
+        return SAMPLERS[sampler["name"]](process, model_fn, first, **common)
 
 
 def label_guided(

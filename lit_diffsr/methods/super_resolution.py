@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from lit_diffsr.diffusion import (
     ContinuousNoiseLevel,
+    InferenceSchedule,
     ModelFn,
     NoiseAugmentation,
     blur_augmentation,
@@ -155,6 +156,9 @@ class SR3(ConditionalSuperResolution):
     by 5000 for its own embedding). Sampling uses the (respaced) discrete process of `diffusion` /
     `sampler`, looking up sqrt(abar) of each sampled step, so the full chain, any respacing and DDIM work.
     Defaults and checks: `SR3DiffusionConfig`, `SR3SamplerConfig`, `SR3NoiseLevelConfig` (methods/configs.py).
+    `inference_schedule` (an `InferenceSchedule`, None = the above) replaces that process with a sampling
+    schedule of its own (SR3 §4, WaveGrad §4): `lit_diffsr.methods.sr3_schedule` searches one and saves it
+    beside the checkpoint, where validate / test / predict (`train.run_command`) find it.
     """
 
     diffusion_config = SR3DiffusionConfig
@@ -179,6 +183,7 @@ class SR3(ConditionalSuperResolution):
         level = SR3NoiseLevelConfig(noise_level_variant, float(noise_level_scale))
         self.noise_level = ContinuousNoiseLevel(self.diffusion.process.betas, level.variant)
         self.noise_level_scale = level.scale
+        self.inference_schedule: InferenceSchedule | None = None
 
     def compute_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         self.check_pair(batch)
@@ -203,6 +208,31 @@ class SR3(ConditionalSuperResolution):
             return self.net(x_t, self.noise_level_scale * sqrt_gamma, cond=cond)
 
         return predict
+
+    # -- inference noise schedule (SR3 §4, WaveGrad §4); see lit_diffsr.methods.sr3_schedule ------------
+    @torch.no_grad()
+    def sample(self, condition, *, seed=None, steps=None, stop_step=None, options=None) -> SampleOutput:
+        """As `ConditionalSuperResolution.sample`, on an inference schedule (an `InferenceSchedule`) when
+        `options["schedule"]` gives one or `inference_schedule` is set, and the call chooses no steps,
+        stop_step or aug_level of its own."""
+        options = dict(options or {})
+        schedule = options.pop("schedule", self.inference_schedule)
+        if schedule is None or steps is not None or stop_step is not None or "aug_level" in options:
+            return super().sample(condition, seed=seed, steps=steps, stop_step=stop_step, options=options)
+        self.check_pair(condition)
+        options = check_options(options, self.sampling_options, type(self).__name__)
+        cond = self.condition(condition["lr"].to(self.device))
+        levels = schedule.levels().to(self.device)
+
+        def predict(x_t: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+            return self.net(x_t, self.noise_level_scale * levels[step].to(x_t.dtype), cond=cond)
+
+        images = self.diffusion.sample(
+            predict, cond.shape, self.device, seed, overrides=options,
+            process=schedule.process(self.diffusion.config["variance"]),
+            start=lambda noise: schedule.initial_state(cond, noise),
+        )
+        return SampleOutput(images)
 
 
 COND_UPSAMPLING = ("bicubic", "bilinear")

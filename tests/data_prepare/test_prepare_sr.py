@@ -94,3 +94,20 @@ def test_srtest_missing_set_is_a_clear_error(source, prepare, capsys) -> None:
     source.image("Set5/HR/baby.png", 50, 37)
     status, _ = prepare("srtest")  # default: all four sets
     assert status == 2 and "no Set14 images" in capsys.readouterr().err
+
+
+def test_srtest_reads_the_selfexsr_layout(source, prepare, pixels, tmp_path) -> None:
+    # SelfExSR's release: HR and LR of each factor, and other methods' outputs beside them.
+    for scale, (width, height) in ((2, (50, 36)), (4, (48, 36))):
+        folder = f"Set5/SelfExSR/image_SRF_{scale}"
+        source.image(f"{folder}/img_001_SRF_{scale}_HR.png", width, height)
+        source.image(f"{folder}/img_001_SRF_{scale}_LR.png", width // scale, height // scale)
+        source.image(f"{folder}/img_001_SRF_{scale}_glasner.png", width, height)
+    status, report = prepare("srtest", "--sets", "Set5", "--scales", "4", "--expect", "1")
+    dst = tmp_path / "dst" / "Set5" / "X4"
+    assert [p.name for p in (dst / "HR").iterdir()] == ["img_001.png"]  # the HR only, SelfExSR's suffix gone
+    with Image.open(source.root / "Set5/SelfExSR/image_SRF_2/img_001_SRF_2_HR.png") as least_cropped:
+        expected = np.asarray(crop_to_multiple(least_cropped, 4))
+    np.testing.assert_array_equal(pixels(dst / "HR/img_001.png"), expected)
+    assert pixels(dst / "LR/img_001.png").shape == (9, 12, 3)
+    assert status == 0 and report["failed_sources"] == []

@@ -76,3 +76,16 @@ def test_sample_with_a_missing_checkpoint_names_the_stage(cli, tmp_path: Path):
     )
     assert result.returncode != 0
     assert "no checkpoint" in result.stderr and "quickstart_base16" in result.stderr
+
+
+def test_predict_samples_sr3_with_the_schedule_saved_beside_its_checkpoint(cli, tmp_path: Path):
+    from lit_diffsr.diffusion import InferenceSchedule
+    from lit_diffsr.methods.sr3_schedule import write_schedule
+
+    common = ["experiment=sr3_16_128", *SMALL, f"paths.output_dir={tmp_path}", "trainer.limit_val_batches=0"]
+    cli("fit", *common, "trainer.max_steps=1")
+    write_schedule(tmp_path / "checkpoints" / "last.ckpt", InferenceSchedule(3, 1e-3, 0.3, start="condition"))
+    result = cli("predict", *common, "ckpt_path=last", "+trainer.limit_predict_batches=1")
+    assert "SR3 samples with the inference schedule of" in result.stdout + result.stderr
+    assert "num_steps=3" in result.stdout + result.stderr
+    assert sorted((tmp_path / "samples" / "predict").glob("*.png"))

@@ -25,19 +25,20 @@ from pathlib import Path
 from PIL import Image
 
 from lit_diffsr.data.io import find_images, load_rgb, read_image_size
-from lit_diffsr.data.prepare.engine import CountCheck, Job, Output, Plan, PrepareError, positive_int
+from lit_diffsr.data.prepare.engine import (
+    CountCheck,
+    Job,
+    Output,
+    Plan,
+    PrepareError,
+    add_scales_argument,
+)
 
 IMAGES = {"train": 800, "valid": 100}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--scales",
-        type=positive_int,
-        nargs="+",
-        default=[2, 3, 4],
-        help="official bicubic LR factors to pair",
-    )
+    add_scales_argument(parser, "official bicubic LR factors to pair")
     parser.add_argument("--splits", nargs="+", choices=sorted(IMAGES), default=["train", "valid"])
 
 

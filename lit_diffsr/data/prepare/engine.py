@@ -137,6 +137,11 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def add_scales_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--scales 2 3 4`: the SR factors a preparer writes (x2, x3 and x4 by default, as the SR benchmarks)."""
+    parser.add_argument("--scales", type=positive_int, nargs="+", default=[2, 3, 4], help=help)
+
+
 def is_plain_rgb_png(path: str) -> bool:
     """True if `path` is an 8-bit RGB PNG without transparency: its bytes already are our output."""
     try:

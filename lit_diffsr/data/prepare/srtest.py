@@ -22,7 +22,14 @@ from functools import partial
 from pathlib import Path
 
 from lit_diffsr.data.io import find_images
-from lit_diffsr.data.prepare.engine import CountCheck, Job, Output, Plan, PrepareError, positive_int
+from lit_diffsr.data.prepare.engine import (
+    CountCheck,
+    Job,
+    Output,
+    Plan,
+    PrepareError,
+    add_scales_argument,
+)
 from lit_diffsr.data.prepare.resize import bicubic_downscale, crop_to_multiple
 
 IMAGES = {"Set5": 5, "Set14": 14, "BSD100": 100, "Urban100": 100}
@@ -35,13 +42,7 @@ FOLDER_NAMES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--scales",
-        type=positive_int,
-        nargs="+",
-        default=[2, 3, 4],
-        help="downscale factors, one X<s> per factor",
-    )
+    add_scales_argument(parser, "downscale factors, one X<s> per factor")
     parser.add_argument("--sets", nargs="+", choices=list(IMAGES), default=list(IMAGES))
 
 

@@ -125,11 +125,26 @@ def register_resolvers() -> None:
 
 def command_directory(output_dir: Path, command: str) -> Path | None:
     """The folder of a validate / test / predict run inside a fit's run directory: `samples/<command>`,
-    then `samples/<command>-2`, ... (never one that holds files); None for commands that own the run
-    directory."""
-    from lit_diffsr.callbacks.samples import unused_directory
+    then `samples/<command>-2`, ... (never an existing one); None for commands that own the run directory.
+    Rank 0 claims it; the other ranks of a DDP job take rank 0's choice (broadcast by the callbacks)."""
+    if command in OWNS_ITS_DIRECTORY:
+        return None
+    path = output_dir / "samples" / command
+    return claim_directory(path) if rank_zero_only.rank == 0 else path
 
-    return None if command in OWNS_ITS_DIRECTORY else unused_directory(output_dir / "samples" / command)
+
+def claim_directory(path: Path) -> Path:
+    """`path`, else `path-2`, `path-3`, ...: the first that does not exist yet, created here. `mkdir` either
+    creates a directory or fails, so two commands started at the same moment never share one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, number = path, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = path.with_name(f"{path.name}-{number}")
 
 
 @rank_zero_only

@@ -135,15 +135,6 @@ def write_images(images: torch.Tensor, names, folder: Path) -> None:
         save_image(image, folder / f"{name}.png")
 
 
-def unused_directory(path: Path) -> Path:
-    """`path` when it is absent or empty, else the first absent or empty `path-2`, `path-3`, ..."""
-    candidate, number = path, 1
-    while candidate.is_dir() and any(candidate.iterdir()):
-        number += 1
-        candidate = path.with_name(f"{path.name}-{number}")
-    return candidate
-
-
 class SampleWriter(BasePredictionWriter):
     """Writes each predicted image as `<dirpath>/<name>.png` and all of them as `<dirpath>/grid.png`
     (8 a row, small images enlarged). The directory is rank 0's `dirpath` on every process; `train.run`

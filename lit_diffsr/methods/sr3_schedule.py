@@ -31,7 +31,7 @@ log = logging.getLogger("lit_diffsr")
 
 # The grid searched at a given NFE: end points from nearly clean to pure noise (see candidate_schedules).
 BETA_STARTS = (1e-6, 1e-4, 1e-3)
-BETA_ENDS = (1e-2, 3e-2, 0.1, 0.3, 0.6)
+BETA_ENDS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 0.6)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 

@@ -46,3 +46,26 @@ def test_the_callback_settles_a_single_run_into_its_config(tmp_path, capsys):
     assert exit_.value.code == 2 and "error: paths.output_dir=" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         RunDirectoryPolicy().on_multirun_start(config=config("fit", tmp_path, None, name="a/b"))
+
+
+def test_commands_started_at_once_never_share_a_samples_folder(tmp_path):
+    """Each validate / test / predict gets a folder of its own, also when they start at the same moment."""
+    import threading
+
+    from lit_diffsr.runtime import command_directory
+
+    (tmp_path / "samples" / "predict").mkdir(parents=True)  # an earlier predict's (even empty): not reused
+    claimed, start = [], threading.Barrier(8)
+
+    def claim():
+        start.wait()
+        claimed.append(command_directory(tmp_path, "predict"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(claimed)) == 8 and all(folder.is_dir() for folder in claimed)
+    assert {folder.name for folder in claimed} == {f"predict-{n}" for n in range(2, 10)}
+    assert command_directory(tmp_path, "fit") is None

@@ -14,13 +14,13 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_diffsr.loggers import CSVLogger
 from lit_diffsr.slurm.job import slurm_job_id
@@ -119,16 +119,59 @@ class SlurmRequeue(L.Callback):
 class SaveOnTerminate(L.Callback):
     """A fit ended by SIGTERM (`kill`, a scheduler's preemption or time limit, `scancel`) saves `last.ckpt`
     before it exits, so it resumes with `ckpt_path=last` instead of from the last periodic save (every 5000
-    steps by default). Lightning stops at the batch boundary after the signal, so the state is a whole step;
-    the save goes through the divergence check like any other."""
+    steps by default), and the resumed run is the same as an uninterrupted one.
+
+    Lightning's own handler makes the loop stop at the next batch boundary, after the point where
+    ModelCheckpoint and `SlurmRequeue` save; a save there would resume one learning-rate step off. So during
+    training this handler only raises a flag; at the end of the training batch (every rank agreeing) the
+    checkpoint is written where the others are, and then Lightning's handler is called, which stops the fit
+    at that same boundary. A SIGTERM during validation goes to Lightning at once (no save: the run stops as
+    before, from its last checkpoint)."""
+
+    def __init__(self) -> None:
+        self.requested, self._in_validation = False, False
+        self._lightning_handler: Any = None
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self._lightning_handler is not None and self._in_validation:
+            self._lightning_handler(signum, frame)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registered its handler when the fit started; this one stands in front of it.
+        self.requested, self._in_validation = False, False
+        handler = signal.getsignal(signal.SIGTERM)
+        in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+        if callable(handler) and in_main_thread and getattr(trainer.checkpoint_callback, "dirpath", None):
+            self._lightning_handler = handler
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._in_validation = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._in_validation = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._lightning_handler is None:
+            return
+        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            return
+        path = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+        trainer.save_checkpoint(path)
+        log.warning("SIGTERM at step %d: saved %s", trainer.global_step, path)
+        self._lightning_handler(signal.SIGTERM, None)  # Lightning stops the fit at this batch's end
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
-        checkpointing = trainer.checkpoint_callback
-        if not isinstance(exception, SIGTERMException) or getattr(checkpointing, "dirpath", None) is None:
-            return
-        path = Path(checkpointing.dirpath) / "last.ckpt"
-        trainer.save_checkpoint(path)
-        log.warning("fit stopped by SIGTERM at step %d; saved %s", trainer.global_step, path)
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._lightning_handler is not None:
+            signal.signal(signal.SIGTERM, self._lightning_handler)
+            self._lightning_handler = None
 
 
 class ContinuousHistory(L.Callback):

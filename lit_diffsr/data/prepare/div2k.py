@@ -25,14 +25,7 @@ from pathlib import Path
 from PIL import Image
 
 from lit_diffsr.data.io import find_images, load_rgb, read_image_size
-from lit_diffsr.data.prepare.engine import (
-    CountCheck,
-    Job,
-    Output,
-    Plan,
-    PrepareError,
-    add_scales_argument,
-)
+from lit_diffsr.data.prepare.engine import CountCheck, Job, Output, Plan, PrepareError, add_scales_argument
 
 IMAGES = {"train": 800, "valid": 100}
 

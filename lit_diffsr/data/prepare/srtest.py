@@ -22,14 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from lit_diffsr.data.io import find_images
-from lit_diffsr.data.prepare.engine import (
-    CountCheck,
-    Job,
-    Output,
-    Plan,
-    PrepareError,
-    add_scales_argument,
-)
+from lit_diffsr.data.prepare.engine import CountCheck, Job, Output, Plan, PrepareError, add_scales_argument
 from lit_diffsr.data.prepare.resize import bicubic_downscale, crop_to_multiple
 
 IMAGES = {"Set5": 5, "Set14": 14, "BSD100": 100, "Urban100": 100}

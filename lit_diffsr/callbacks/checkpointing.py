@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import RunningStage
 
 from lit_diffsr.loggers import CSVLogger
 from lit_diffsr.slurm.job import slurm_job_id
@@ -129,28 +130,23 @@ class SaveOnTerminate(L.Callback):
     before, from its last checkpoint)."""
 
     def __init__(self) -> None:
-        self.requested, self._in_validation = False, False
+        self.requested = False
         self._lightning_handler: Any = None
+        self._trainer: L.Trainer | None = None
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.requested = True
-        if self._lightning_handler is not None and self._in_validation:
+        if self._trainer.state.stage != RunningStage.TRAINING:  # validating: no batch end to wait for
             self._lightning_handler(signum, frame)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning registered its handler when the fit started; this one stands in front of it.
-        self.requested, self._in_validation = False, False
+        self.requested, self._trainer = False, trainer
         handler = signal.getsignal(signal.SIGTERM)
         in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
         if callable(handler) and in_main_thread and getattr(trainer.checkpoint_callback, "dirpath", None):
             self._lightning_handler = handler
             signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._in_validation = True
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._in_validation = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._lightning_handler is None:

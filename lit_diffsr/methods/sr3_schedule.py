@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from lit_diffsr.arguments import ArgumentParser
 from lit_diffsr.data.degradations import downsample, from_uint8
+from lit_diffsr.data.io import find_images, load_rgb
 from lit_diffsr.diffusion import InferenceSchedule, candidate_schedules, search_schedule
 from lit_diffsr.errors import ConfigError, exit_on_user_error
 from lit_diffsr.methods.base import DiffusionMethod, load_method
@@ -32,7 +33,6 @@ log = logging.getLogger("lit_diffsr")
 # The grid searched at a given NFE: end points from nearly clean to pure noise (see candidate_schedules).
 BETA_STARTS = (1e-6, 1e-4, 1e-3)
 BETA_ENDS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 0.6)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def schedule_path(ckpt_path: str | Path) -> Path:
@@ -98,10 +98,10 @@ def search_for(
 
 def read_crops(folder: str | Path, crop: int, count: int | None = None) -> torch.Tensor:
     """(N, 3, crop, crop) centre crops in [-1, 1] of the first `count` images of `folder` (sorted names)."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    files = find_images(folder, recursive=False)[:count]
     if not files:
-        raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}; pass a folder of HR images")
-    return centre_crops([np.asarray(Image.open(file).convert("RGB")) for file in files], crop, str(folder))
+        raise ConfigError(f"no images in {folder}; pass a folder of HR images")
+    return centre_crops([load_rgb(file) for file in files], crop, str(folder))
 
 
 def centre_crops(images: Sequence[np.ndarray], crop: int, where: str) -> torch.Tensor:
@@ -122,14 +122,14 @@ def downsampled(hr: torch.Tensor, scale: int) -> torch.Tensor:
 
 def main(argv: Sequence[str] | None = None) -> None:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("checkpoint", help="an SR3 checkpoint written by `lit_diffsr fit`")
     parser.add_argument("--hr", required=True, help="folder of held-out HR images (not the test set)")
     parser.add_argument("--steps", type=int, default=20, help="NFE of the searched schedules")
     parser.add_argument("--crop", type=int, default=64, help="centre crop, a multiple of the scale")
     parser.add_argument("--images", type=int, default=8, help="how many images of --hr to score")
-    args = parser.parse_args(argv)
     with exit_on_user_error():
+        args = parser.parse_args(argv)  # a wrong argument is one error line, as in every command
         method = load_method(args.checkpoint).eval()
         if not isinstance(method, SR3):
             raise ConfigError(f"{args.checkpoint} holds a {type(method).__name__}; the search is for SR3")
